@@ -1,0 +1,16 @@
+package store
+
+import "errors"
+
+// Sentinel errors callers branch on. The api package maps them to HTTP codes.
+var (
+	// ErrNotFound: no such ticket, or not one the caller may see.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the ticket changed since the caller read it (__v mismatch),
+	// or a concurrent writer kept winning.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: a value the schema does not allow.
+	ErrInvalid = errors.New("invalid")
+	// ErrUnavailable: the database could not be reached.
+	ErrUnavailable = errors.New("store unavailable")
+)

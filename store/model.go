@@ -1,0 +1,202 @@
+package store
+
+import (
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Status is a ticket's place in its life cycle (seed 004 values).
+type Status string
+
+// The ticket statuses, in life-cycle order.
+const (
+	StatusCreated    Status = "created"
+	StatusOpen       Status = "open"
+	StatusInProgress Status = "in-progress"
+	StatusResolved   Status = "resolved"
+	StatusClosed     Status = "closed"
+)
+
+// Statuses lists every valid status.
+var Statuses = []Status{StatusCreated, StatusOpen, StatusInProgress, StatusResolved, StatusClosed}
+
+// Valid reports whether s is one of Statuses.
+func (s Status) Valid() bool { return oneOf(s, Statuses) }
+
+// Finished reports whether the ticket is resolved or closed; a customer
+// writing to a finished ticket reopens it.
+func (s Status) Finished() bool { return s == StatusResolved || s == StatusClosed }
+
+// Priority is how urgent a ticket is (seed 004 values).
+type Priority string
+
+// The ticket priorities, lowest first.
+const (
+	PriorityLow    Priority = "low"
+	PriorityMedium Priority = "medium"
+	PriorityHigh   Priority = "high"
+	PriorityUrgent Priority = "urgent"
+)
+
+// Priorities lists every valid priority.
+var Priorities = []Priority{PriorityLow, PriorityMedium, PriorityHigh, PriorityUrgent}
+
+// Valid reports whether p is one of Priorities.
+func (p Priority) Valid() bool { return oneOf(p, Priorities) }
+
+// CreatorType says who wrote a ticket or response. Seed 004 knows customer
+// and admin; system is used only in the audit log, for changes the daemon
+// makes on its own (a reopen, a relay).
+type CreatorType string
+
+// The creator types.
+const (
+	CreatorCustomer CreatorType = "customer"
+	CreatorAdmin    CreatorType = "admin"
+	CreatorSystem   CreatorType = "system"
+)
+
+// Source says through which channel a ticket or response arrived.
+type Source string
+
+// The sources.
+const (
+	SourceAPI   Source = "api"
+	SourceEmail Source = "email"
+	SourceSlack Source = "slack"
+)
+
+func oneOf[T comparable](v T, all []T) bool {
+	for _, a := range all {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Ticket is the seed 004 ticket document. The first block of fields is the
+// seed's, kept exactly; the rest are documented extensions.
+type Ticket struct {
+	ID          bson.ObjectID `bson:"_id"`
+	CreatorID   bson.ObjectID `bson:"creatorId"`
+	CreatorType CreatorType   `bson:"creatorType"`
+	Category    string        `bson:"category"`
+	Subject     string        `bson:"subject"`
+	Description string        `bson:"description"`
+	Priority    Priority      `bson:"priority"`
+	Status      Status        `bson:"status"`
+	Response    []Response    `bson:"response"`
+	CreatedAt   time.Time     `bson:"createdAt"`
+	UpdatedAt   time.Time     `bson:"updatedAt"`
+	V           int64         `bson:"__v"`
+
+	// RefID is the short human number used in subject tags ([#42]).
+	RefID int64 `bson:"refId"`
+	// TeamID scopes visibility: a customer sees its team's tickets only.
+	TeamID string `bson:"teamId"`
+	Source Source `bson:"source"`
+	// SourceKey is the idempotency key of whatever created the ticket
+	// (a Message-ID, a Slack ts, an API Idempotency-Key or a fresh id); a
+	// unique index on it makes a retried create return the first ticket.
+	SourceKey  string         `bson:"sourceKey"`
+	AssigneeID *bson.ObjectID `bson:"assigneeId,omitempty"`
+	IsDelete   bool           `bson:"isDelete"`
+	DeletedAt  *time.Time     `bson:"deletedAt,omitempty"`
+	// Logs is the audit log; kept inside the ticket so that each change and
+	// its log line are one atomic write.
+	Logs []LogEntry `bson:"logs"`
+	// Outbox holds the announcements of changes not yet handed to the
+	// delivery queue, written in the same atomic write as the change.
+	Outbox []Event `bson:"outbox"`
+}
+
+// Response is one reply on a ticket (seed 004 fields first).
+type Response struct {
+	ID          bson.ObjectID `bson:"_id"`
+	CreatorID   bson.ObjectID `bson:"creatorId"`
+	CreatorType CreatorType   `bson:"creatorType"`
+	Description string        `bson:"description"`
+	CreatedAt   time.Time     `bson:"createdAt"`
+	UpdatedAt   time.Time     `bson:"updatedAt"`
+
+	Source Source `bson:"source,omitempty"`
+	// SourceKey deduplicates a retried delivery of the same message.
+	SourceKey string `bson:"sourceKey,omitempty"`
+	// Internal marks an agent note that is never sent to the customer.
+	Internal    bool         `bson:"internal,omitempty"`
+	Attachments []Attachment `bson:"attachments,omitempty"`
+}
+
+// Attachment is the metadata of a file stored beside a response.
+type Attachment struct {
+	ID          bson.ObjectID `bson:"_id"`
+	Filename    string        `bson:"filename"`
+	ContentType string        `bson:"contentType"`
+	Size        int64         `bson:"size"`
+	Inline      bool          `bson:"inline,omitempty"`
+}
+
+// LogEntry is one line of a ticket's audit log (seed 003 field names).
+type LogEntry struct {
+	ID           bson.ObjectID `bson:"_id"`
+	TicketID     bson.ObjectID `bson:"ticketId"`
+	ActionTaken  string        `bson:"actionTaken"`
+	ActionBy     string        `bson:"actionBy"`
+	ActionByType CreatorType   `bson:"actionByType"`
+	ActionAt     time.Time     `bson:"actionAt"`
+}
+
+// EventKind names a change that must be announced.
+type EventKind string
+
+// The announced changes.
+const (
+	EventTicketCreated   EventKind = "ticket.created"
+	EventResponseAdded   EventKind = "response.added"
+	EventStatusChanged   EventKind = "status.changed"
+	EventPriorityChanged EventKind = "priority.changed"
+)
+
+// Event is one announcement: what changed, on which ticket, by whom.
+// Its ID is the idempotency key of every delivery made from it.
+type Event struct {
+	ID         bson.ObjectID  `bson:"_id"`
+	Kind       EventKind      `bson:"kind"`
+	TicketID   bson.ObjectID  `bson:"ticketId"`
+	ResponseID *bson.ObjectID `bson:"responseId,omitempty"`
+	ActorID    bson.ObjectID  `bson:"actorId"`
+	ActorType  CreatorType    `bson:"actorType"`
+	// From and To carry the old and new value of a status or priority.
+	From string    `bson:"from,omitempty"`
+	To   string    `bson:"to,omitempty"`
+	At   time.Time `bson:"at"`
+}
+
+// Actor is who makes a change.
+type Actor struct {
+	ID   bson.ObjectID
+	Type CreatorType
+}
+
+// SystemActor is the daemon itself.
+var SystemActor = Actor{Type: CreatorSystem}
+
+// Customer is a person who writes to support.
+type Customer struct {
+	ID        bson.ObjectID `bson:"_id"`
+	Email     string        `bson:"email"`
+	Name      string        `bson:"name"`
+	TeamID    string        `bson:"teamId"`
+	CreatedAt time.Time     `bson:"createdAt"`
+}
+
+// Agent is a support team member.
+type Agent struct {
+	ID          bson.ObjectID `bson:"_id"`
+	Email       string        `bson:"email"`
+	Name        string        `bson:"name"`
+	SlackUserID string        `bson:"slackUserId,omitempty"`
+	CreatedAt   time.Time     `bson:"createdAt"`
+}
