@@ -101,7 +101,8 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 // Collections lists every collection the store uses, for tools that need
 // them all to exist (the embedded index fix).
 func Collections() []string {
-	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox}
+	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
+		colMailboxes, colAttachments, colQuarantine, colIgnored}
 }
 
 func (s *Store) ensureIndexes(ctx context.Context) error {
@@ -118,6 +119,12 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		s.agents: {
 			{Keys: bson.D{{Key: "email", Value: 1}}, Options: options.Index().SetName("email")},
 		},
+		s.col(colQuarantine): {
+			{Keys: bson.D{{Key: "receivedAt", Value: -1}}, Options: options.Index().SetName("received")},
+		},
+		s.col(colIgnored): {
+			{Keys: bson.D{{Key: "at", Value: -1}}, Options: options.Index().SetName("at")},
+		},
 		s.outbox: {
 			{Keys: bson.D{{Key: "sink", Value: 1}, {Key: "state", Value: 1}, {Key: "nextAttemptAt", Value: 1}}, Options: options.Index().SetName("sink_state_next")},
 		},
@@ -129,7 +136,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 	}
 	// Collections without secondary indexes must exist too, so that the
 	// embedded server's _id index fix sees them.
-	for _, col := range []*mongo.Collection{s.counters, s.keys} {
+	for _, col := range []*mongo.Collection{s.counters, s.keys, s.col(colMailboxes), s.col(colAttachments)} {
 		err := s.db.CreateCollection(ctx, col.Name())
 		var ce mongo.CommandError
 		if err != nil && !(errors.As(err, &ce) && ce.Code == 48) { // 48: NamespaceExists

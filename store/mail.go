@@ -1,0 +1,208 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Mail-side storage: which Message-IDs belong to which ticket, how far each
+// mailbox has been read, attachments, and mail that was quarantined or
+// ignored. Every lookup goes by _id.
+
+const (
+	colMailboxes   = "mailboxes"
+	colAttachments = "attachments"
+	colQuarantine  = "quarantine"
+	colIgnored     = "ignored"
+)
+
+func (s *Store) col(name string) *mongo.Collection { return s.db.Collection(name) }
+
+// NormalizeMessageID is the key form of a Message-ID: without angle
+// brackets and space, lowercased (some clients and gateways change case), so
+// "<A@X>" and "a@x" match.
+func NormalizeMessageID(id string) string {
+	id = strings.TrimSpace(id)
+	id = strings.TrimPrefix(id, "<")
+	id = strings.TrimSuffix(id, ">")
+	return strings.ToLower(strings.TrimSpace(id))
+}
+
+// BindMessageID records that a Message-ID (received or sent) belongs to a
+// ticket. Binding the same id again is a no-op; the first ticket wins.
+func (s *Store) BindMessageID(ctx context.Context, messageID string, ticket bson.ObjectID) error {
+	id := NormalizeMessageID(messageID)
+	if id == "" {
+		return nil
+	}
+	_, err := s.bindKey(ctx, "msgid:"+id, ticket)
+	return err
+}
+
+// TicketIDByMessageID returns the ticket a Message-ID belongs to.
+func (s *Store) TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error) {
+	id := NormalizeMessageID(messageID)
+	if id == "" {
+		return bson.NilObjectID, ErrNotFound
+	}
+	return s.lookupKey(ctx, "msgid:"+id)
+}
+
+// MailboxState is how far one IMAP mailbox has been read.
+type MailboxState struct {
+	ID          string    `bson:"_id"` // account/mailbox
+	UIDValidity uint32    `bson:"uidValidity"`
+	LastUID     uint32    `bson:"lastUid"`
+	UpdatedAt   time.Time `bson:"updatedAt"`
+}
+
+// MailboxState returns the saved state, or a zero state with the id set
+// when the mailbox was never read.
+func (s *Store) MailboxState(ctx context.Context, id string) (MailboxState, error) {
+	st, err := findByID[MailboxState](ctx, s.col(colMailboxes), id)
+	if errors.Is(err, ErrNotFound) {
+		return MailboxState{ID: id}, nil
+	}
+	if err != nil {
+		return MailboxState{}, err
+	}
+	return *st, nil
+}
+
+// SaveMailboxState records how far a mailbox has been read.
+func (s *Store) SaveMailboxState(ctx context.Context, st MailboxState) error {
+	st.UpdatedAt = s.nowUTC()
+	_, err := s.col(colMailboxes).ReplaceOne(ctx, bson.D{{Key: "_id", Value: st.ID}}, st, options.Replace().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("save mailbox state %s: %w", st.ID, classify(err))
+	}
+	return nil
+}
+
+// AttachmentFile is an attachment's metadata with its bytes.
+type AttachmentFile struct {
+	Attachment `bson:",inline"`
+	TicketID   bson.ObjectID `bson:"ticketId"`
+	Data       []byte        `bson:"data"`
+	CreatedAt  time.Time     `bson:"createdAt"`
+}
+
+// SaveAttachment stores a file. Saving the same _id again is a no-op, so a
+// re-read message whose attachment ids are derived from its key does not
+// store its files twice.
+func (s *Store) SaveAttachment(ctx context.Context, f AttachmentFile) error {
+	f.CreatedAt = s.nowUTC()
+	f.Size = int64(len(f.Data))
+	if _, err := s.col(colAttachments).InsertOne(ctx, f); err != nil && !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("save attachment %s: %w", f.Filename, classify(err))
+	}
+	return nil
+}
+
+// Attachment returns a stored file, if its ticket lies within scope.
+func (s *Store) Attachment(ctx context.Context, id bson.ObjectID, scope Scope) (*AttachmentFile, error) {
+	f, err := findByID[AttachmentFile](ctx, s.col(colAttachments), id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Ticket(ctx, f.TicketID, scope); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// QuarantinedMail is a message that could not be turned into a ticket or a
+// response, kept with its reason and raw bytes for an operator.
+type QuarantinedMail struct {
+	ID         string    `bson:"_id"` // mailbox/uidvalidity/uid: quarantining twice is a no-op
+	Mailbox    string    `bson:"mailbox"`
+	UID        uint32    `bson:"uid"`
+	Reason     string    `bson:"reason"`
+	MessageID  string    `bson:"messageId,omitempty"`
+	From       string    `bson:"from,omitempty"`
+	Subject    string    `bson:"subject,omitempty"`
+	Size       int64     `bson:"size"`
+	Raw        []byte    `bson:"raw,omitempty"`
+	Truncated  bool      `bson:"truncated,omitempty"`
+	ReceivedAt time.Time `bson:"receivedAt"`
+}
+
+// Quarantine keeps a message aside. Idempotent on ID.
+func (s *Store) Quarantine(ctx context.Context, q QuarantinedMail) error {
+	if q.ReceivedAt.IsZero() {
+		q.ReceivedAt = s.nowUTC()
+	}
+	if _, err := s.col(colQuarantine).InsertOne(ctx, q); err != nil && !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("quarantine %s: %w", q.ID, classify(err))
+	}
+	return nil
+}
+
+// ListQuarantine returns a page of quarantined mail, newest first, without
+// raw bytes, and the total.
+func (s *Store) ListQuarantine(ctx context.Context, limit, offset int) ([]QuarantinedMail, int64, error) {
+	return listPage[QuarantinedMail](ctx, s.col(colQuarantine), limit, offset, "receivedAt", bson.D{{Key: "raw", Value: 0}})
+}
+
+// QuarantinedMessage returns one quarantined message with its raw bytes.
+func (s *Store) QuarantinedMessage(ctx context.Context, id string) (*QuarantinedMail, error) {
+	return findByID[QuarantinedMail](ctx, s.col(colQuarantine), id)
+}
+
+// IgnoredMail records a message that was deliberately not turned into a
+// ticket (auto-reply, bounce, own address, rate limit, policy), and why.
+type IgnoredMail struct {
+	ID        string    `bson:"_id"` // the message's idempotency key
+	Mailbox   string    `bson:"mailbox"`
+	Reason    string    `bson:"reason"`
+	MessageID string    `bson:"messageId,omitempty"`
+	From      string    `bson:"from,omitempty"`
+	Subject   string    `bson:"subject,omitempty"`
+	At        time.Time `bson:"at"`
+}
+
+// RecordIgnored notes an ignored message. Idempotent on ID.
+func (s *Store) RecordIgnored(ctx context.Context, m IgnoredMail) error {
+	if m.At.IsZero() {
+		m.At = s.nowUTC()
+	}
+	if _, err := s.col(colIgnored).InsertOne(ctx, m); err != nil && !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("record ignored mail %s: %w", m.ID, classify(err))
+	}
+	return nil
+}
+
+// ListIgnored returns a page of ignored mail, newest first, and the total.
+func (s *Store) ListIgnored(ctx context.Context, limit, offset int) ([]IgnoredMail, int64, error) {
+	return listPage[IgnoredMail](ctx, s.col(colIgnored), limit, offset, "at", nil)
+}
+
+func listPage[T any](ctx context.Context, col *mongo.Collection, limit, offset int, newest string, projection bson.D) ([]T, int64, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	opts := options.Find().SetSort(bson.D{{Key: newest, Value: -1}}).SetSkip(int64(offset)).SetLimit(int64(limit))
+	if projection != nil {
+		opts.SetProjection(projection)
+	}
+	cur, err := col.Find(ctx, bson.D{}, opts)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", col.Name(), classify(err))
+	}
+	out := []T{}
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", col.Name(), classify(err))
+	}
+	n, err := col.CountDocuments(ctx, bson.D{})
+	if err != nil {
+		return nil, 0, fmt.Errorf("count %s: %w", col.Name(), classify(err))
+	}
+	return out, n, nil
+}
