@@ -46,6 +46,29 @@ func (s *Store) BindMessageID(ctx context.Context, messageID string, ticket bson
 	return err
 }
 
+// AddMessageID records a Message-ID of the ticket's mail thread: it is
+// bound for threading lookups and appended to Ticket.MessageIDs unless
+// already there. Thread bookkeeping is not a change of the ticket: __v and
+// updatedAt stay as they are. Idempotent.
+func (s *Store) AddMessageID(ctx context.Context, ticket bson.ObjectID, messageID string) error {
+	key := NormalizeMessageID(messageID)
+	if key == "" {
+		return nil
+	}
+	header := "<" + strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(messageID), "<"), ">") + ">"
+	if err := s.BindMessageID(ctx, messageID, ticket); err != nil {
+		return err
+	}
+	unlock := s.locks.lock(ticket) // the embedded server's updates are read-modify-write
+	defer unlock()
+	_, err := s.tickets.UpdateOne(ctx, bson.D{{Key: "_id", Value: ticket}},
+		bson.D{{Key: "$addToSet", Value: bson.D{{Key: "messageIds", Value: header}}}})
+	if err != nil {
+		return fmt.Errorf("add message id to ticket %s: %w", ticket.Hex(), classify(err))
+	}
+	return nil
+}
+
 // TicketIDByMessageID returns the ticket a Message-ID belongs to.
 func (s *Store) TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error) {
 	id := NormalizeMessageID(messageID)

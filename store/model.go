@@ -107,6 +107,10 @@ type Ticket struct {
 	// Logs is the audit log; kept inside the ticket so that each change and
 	// its log line are one atomic write.
 	Logs []LogEntry `bson:"logs"`
+	// MessageIDs lists every Message-ID of the ticket's mail thread, received
+	// or sent, oldest first, as they appear in headers ("<id@host>"); the
+	// mailer builds References and In-Reply-To from it.
+	MessageIDs []string `bson:"messageIds,omitempty"`
 	// Outbox holds the announcements of changes not yet handed to the
 	// delivery queue, written in the same atomic write as the change.
 	Outbox []Event `bson:"outbox"`

@@ -86,6 +86,9 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []strin
 			}
 		}
 	}
+	for _, sink := range sinks {
+		s.wake(sink)
+	}
 	// $pullAll removes exactly these elements, as read; an event pushed
 	// meanwhile by another daemon stays for the next relay.
 	pull := make(bson.A, len(doc.Outbox))
@@ -98,6 +101,34 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []strin
 		return 0, fmt.Errorf("relay ticket %s: clear events: %w", id.Hex(), classify(err))
 	}
 	return len(doc.Outbox), nil
+}
+
+// DeliveriesReady returns a channel that receives when the relay has queued
+// deliveries for sink, so a notifier can wait on it instead of polling.
+// Retries that come due later still need the notifier's own timer.
+func (s *Store) DeliveriesReady(sink string) <-chan struct{} {
+	return s.readyChan(sink)
+}
+
+func (s *Store) readyChan(sink string) chan struct{} {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if s.ready == nil {
+		s.ready = map[string]chan struct{}{}
+	}
+	ch, ok := s.ready[sink]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		s.ready[sink] = ch
+	}
+	return ch
+}
+
+func (s *Store) wake(sink string) {
+	select {
+	case s.readyChan(sink) <- struct{}{}:
+	default:
+	}
 }
 
 // RelayAll relays every ticket that has pending events: the sweep after a

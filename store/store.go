@@ -67,6 +67,9 @@ type Store struct {
 	// the relay can move them without scanning.
 	pending chan bson.ObjectID
 
+	readyMu sync.Mutex
+	ready   map[string]chan struct{} // per sink: deliveries were queued
+
 	closers []func(context.Context) error
 }
 

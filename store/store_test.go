@@ -439,3 +439,33 @@ func TestCustomersAndAgents(t *testing.T) {
 		t.Errorf("unknown slack user: %v", err)
 	}
 }
+
+func TestMessageIDsThreadAndWakeNotifiers(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	tk := newTicket(t, s, "t", "x")
+	for _, id := range []string{"<First@Mail.example>", "second@x", "<first@mail.example>"} {
+		if err := s.AddMessageID(ctx, tk.ID, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := s.Ticket(ctx, tk.ID, store.AllTickets)
+	if fmt.Sprint(got.MessageIDs) != "[<First@Mail.example> <second@x> <first@mail.example>]" || got.V != 0 {
+		t.Errorf("messageIds %v __v=%d", got.MessageIDs, got.V)
+	}
+	if id, err := s.TicketIDByMessageID(ctx, "FIRST@mail.example"); err != nil || id != tk.ID {
+		t.Errorf("lookup by message id: %v %v", id, err)
+	}
+	if _, err := s.TicketIDByMessageID(ctx, "<nope@x>"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown message id: %v", err)
+	}
+	ready := s.DeliveriesReady("email")
+	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ready:
+	default:
+		t.Error("relay did not wake the email notifier")
+	}
+}
