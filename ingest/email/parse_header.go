@@ -1,0 +1,290 @@
+package email
+
+import (
+	"fmt"
+	"mime"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// readHeaders fills the header fields of msg. Only a missing or
+// unparsable From is an error: without a sender there is nobody to answer.
+func (p *mimeParser) readHeaders(h textproto.Header, msg *Message) error {
+	from, err := p.fromAddress(h.Get("From"))
+	if err != nil {
+		return err
+	}
+	msg.From = from
+	msg.MessageID = firstMsgID(h.Get("Message-Id"))
+	msg.InReplyTo = msgIDList(h.Values("In-Reply-To"))
+	msg.References = msgIDList(h.Values("References"))
+	msg.To = p.addressList(h.Values("To"))
+	msg.Cc = p.addressList(h.Values("Cc"))
+	msg.ReturnPath, msg.NullReturnPath = returnPath(h.Values("Return-Path"))
+	msg.DeliveredTo = p.deliveredTo(h)
+	msg.Subject = cleanHeaderText(p.decodeWords(h.Get("Subject")))
+	msg.Date = p.parseDate(h.Get("Date"))
+	return nil
+}
+
+// cleanHeaderText turns control characters (left by broken folding or
+// decoded words) into spaces and trims.
+func cleanHeaderText(s string) string {
+	return strings.TrimSpace(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s))
+}
+
+func (p *mimeParser) addressParser() *mail.AddressParser {
+	return &mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: p.charsetReader}}
+}
+
+// fromAddress parses From strictly first, then leniently: broken display
+// names are common, a missing address is not recoverable.
+func (p *mimeParser) fromAddress(v string) (mail.Address, error) {
+	v = p.rawHeaderToUTF8(v)
+	if strings.TrimSpace(v) == "" {
+		return mail.Address{}, fmt.Errorf("parse mail: no From header: %w", ErrNotMail)
+	}
+	if list, err := p.addressParser().ParseList(v); err == nil && len(list) > 0 {
+		return cleanAddress(*list[0]), nil
+	}
+	addrs := p.lenientAddresses(v)
+	if len(addrs) == 0 {
+		return mail.Address{}, fmt.Errorf("parse mail: no address in From %q: %w", v, ErrNotMail)
+	}
+	p.warnf("malformed From header parsed leniently")
+	return addrs[0], nil
+}
+
+func cleanAddress(a mail.Address) mail.Address {
+	return mail.Address{Name: cleanHeaderText(a.Name), Address: strings.TrimSpace(a.Address)}
+}
+
+// addrSpec finds something that looks like local@domain in broken headers.
+var addrSpec = regexp.MustCompile(`[^\s<>"(),;:\[\]]+@[^\s<>"(),;:\[\]]+`)
+
+// lenientAddresses extracts addresses from a header net/mail rejects: each
+// comma-separated element with an "@" becomes an address; the text before
+// "<" becomes the display name.
+func (p *mimeParser) lenientAddresses(v string) []mail.Address {
+	var out []mail.Address
+	for _, elem := range splitAddressList(v) {
+		loc := addrSpec.FindStringIndex(elem)
+		if loc == nil {
+			continue
+		}
+		name := elem[:loc[0]]
+		if i := strings.LastIndex(name, "<"); i >= 0 {
+			name = name[:i]
+		}
+		name = strings.Trim(strings.TrimSpace(name), `"' `)
+		out = append(out, mail.Address{
+			Name:    cleanHeaderText(p.decodeWords(name)),
+			Address: elem[loc[0]:loc[1]],
+		})
+	}
+	return out
+}
+
+// splitAddressList splits on commas outside quotes and angle brackets.
+func splitAddressList(v string) []string {
+	var out []string
+	start, quoted, angle := 0, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"':
+			quoted = !quoted
+		case c == '<' && !quoted:
+			angle++
+		case c == '>' && !quoted && angle > 0:
+			angle--
+		case (c == ',' || c == ';') && !quoted && angle == 0:
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
+}
+
+// addressList parses To or Cc (all occurrences), leniently if needed.
+func (p *mimeParser) addressList(values []string) []mail.Address {
+	var out []mail.Address
+	for _, v := range values {
+		v = p.rawHeaderToUTF8(v)
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		list, err := p.addressParser().ParseList(v)
+		if err != nil {
+			p.warnf("malformed address list parsed leniently")
+			out = append(out, p.lenientAddresses(v)...)
+			continue
+		}
+		for _, a := range list {
+			out = append(out, cleanAddress(*a))
+		}
+	}
+	return out
+}
+
+// msgIDList extracts Message-IDs from In-Reply-To or References: every
+// "<...>" and every bare word with an "@" (brackets added), skipping
+// comments and other garbage, without duplicates, in order.
+func msgIDList(values []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		for _, id := range scanMsgIDs(v) {
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+func scanMsgIDs(v string) []string {
+	var out []string
+	for len(v) > 0 {
+		v = strings.TrimLeft(v, " \t\r\n,")
+		if v == "" {
+			break
+		}
+		if v[0] == '<' {
+			end := strings.IndexByte(v, '>')
+			if end < 0 {
+				end = len(v)
+			}
+			id := strings.Join(strings.Fields(v[1:end]), "")
+			if id != "" && !strings.ContainsAny(id, "<") {
+				out = append(out, "<"+id+">")
+			}
+			v = v[min(end+1, len(v)):]
+			continue
+		}
+		word := v
+		if i := strings.IndexAny(v, " \t\r\n,<"); i >= 0 {
+			word = v[:i]
+		}
+		if strings.Contains(word, "@") && !strings.ContainsAny(word, `()">`) {
+			out = append(out, "<"+word+">")
+		}
+		v = v[len(word):]
+	}
+	return out
+}
+
+// firstMsgID returns the Message-ID in "<...>" form, or "".
+func firstMsgID(v string) string {
+	if ids := scanMsgIDs(v); len(ids) > 0 {
+		return ids[0]
+	}
+	// Some senders write a bare id without "@"; keep it, bracketed, so
+	// threading still works.
+	if f := strings.Fields(v); len(f) > 0 {
+		return "<" + strings.Trim(f[0], "<>") + ">"
+	}
+	return ""
+}
+
+// returnPath reads the first (top-most, added by the final MTA)
+// Return-Path. "<>" is the null sender of bounces.
+func returnPath(values []string) (string, bool) {
+	if len(values) == 0 {
+		return "", false
+	}
+	v := strings.TrimSpace(values[0])
+	if !strings.HasPrefix(v, "<") {
+		return v, false
+	}
+	inner := v[1:]
+	if i := strings.IndexByte(inner, '>'); i >= 0 {
+		inner = inner[:i]
+	}
+	inner = strings.TrimSpace(inner)
+	return inner, inner == ""
+}
+
+// deliveredTo collects the delivery addresses, first occurrence wins.
+func (p *mimeParser) deliveredTo(h textproto.Header) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, key := range []string{"Delivered-To", "X-Original-To", "Envelope-To"} {
+		for _, v := range h.Values(key) {
+			for _, elem := range splitAddressList(p.rawHeaderToUTF8(v)) {
+				a := strings.Trim(strings.TrimSpace(elem), "<>")
+				if m := addrSpec.FindString(a); m != "" {
+					a = m
+				}
+				if a != "" && !seen[strings.ToLower(a)] {
+					seen[strings.ToLower(a)] = true
+					out = append(out, a)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// dateLayouts are tried after net/mail.ParseDate for dates seen in the
+// wild: missing seconds, missing weekday comma, named zones, ISO 8601.
+var dateLayouts = []string{
+	"Mon, 2 Jan 2006 15:04 -0700",
+	"Mon 2 Jan 2006 15:04:05 -0700",
+	"2 Jan 2006 15:04 -0700",
+	"Mon, 2 Jan 2006 15:04:05 MST",
+	"Mon, 2 Jan 06 15:04:05 -0700",
+	"Mon, 2 January 2006 15:04:05 -0700",
+	"Mon Jan 2 15:04:05 2006",
+	"Mon Jan 2 15:04:05 -0700 2006",
+	time.RFC3339,
+	"2006-01-02 15:04:05 -0700",
+	"2006-01-02 15:04:05",
+}
+
+// parseDate is tolerant; an unparsable Date gives the zero time and a
+// Warning (the caller then uses the time it received the mail).
+func (p *mimeParser) parseDate(v string) time.Time {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return time.Time{}
+	}
+	if t, err := mail.ParseDate(v); err == nil {
+		return t
+	}
+	clean := strings.Join(strings.Fields(stripComments(v)), " ")
+	clean = strings.TrimSuffix(clean, ".")
+	for _, layout := range dateLayouts {
+		if t, err := time.Parse(layout, clean); err == nil {
+			return t
+		}
+	}
+	p.warnf("unparsable Date %q", v)
+	return time.Time{}
+}
+
+// stripComments removes "(...)" comments, e.g. "(CET)" after a zone.
+func stripComments(s string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range s {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
