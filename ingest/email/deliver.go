@@ -1,0 +1,552 @@
+package email
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/ticketd/ticketd/store"
+)
+
+// TicketWriter is what delivering mail needs from the store. *store.Store
+// satisfies it.
+type TicketWriter interface {
+	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
+	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
+	Ticket(ctx context.Context, id bson.ObjectID, scope store.Scope) (*store.Ticket, error)
+	TicketByRef(ctx context.Context, ref int64, scope store.Scope) (*store.Ticket, error)
+	TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error)
+	AddMessageID(ctx context.Context, ticket bson.ObjectID, messageID string) error
+	CustomerByEmail(ctx context.Context, email string) (*store.Customer, error)
+	FindOrCreateCustomer(ctx context.Context, email, name, team string) (*store.Customer, bool, error)
+	SaveAttachment(ctx context.Context, f store.AttachmentFile) error
+	Quarantine(ctx context.Context, q store.QuarantinedMail) error
+	RecordIgnored(ctx context.Context, m store.IgnoredMail) error
+}
+
+// ResultKind says what became of a message.
+type ResultKind string
+
+// The results of delivering a message.
+const (
+	KindTicket      ResultKind = "ticket"      // it opened a ticket
+	KindResponse    ResultKind = "response"    // it was added to a ticket
+	KindIgnored     ResultKind = "ignored"     // deliberately not stored (RecordIgnored)
+	KindQuarantined ResultKind = "quarantined" // could not be stored (Quarantine)
+)
+
+// Result is what became of one message.
+type Result struct {
+	Kind ResultKind
+	// Key is the idempotency key: the normalized Message-ID, or
+	// "sha256:<hex>" of the raw bytes when there is none.
+	Key      string
+	TicketID bson.ObjectID // KindTicket and KindResponse
+	// Duplicate is true when the message had been stored before (a re-read
+	// after a crash or a UIDVALIDITY rescan): nothing new was written.
+	Duplicate bool
+	// ThreadedBy says how a response found its ticket: "token",
+	// "message-id" or "subject-tag".
+	ThreadedBy string
+	Reason     string // KindIgnored and KindQuarantined
+}
+
+// inbound is one raw message and where it was read.
+type inbound struct {
+	mailbox     string // account/mailbox
+	uidValidity uint32
+	uid         uint32 // 0 when not read over IMAP
+	size        int64  // RFC822.SIZE; 0 means len(raw)
+	raw         []byte
+}
+
+// Reasons recorded with ignored mail.
+const (
+	ReasonOwnAddress    = "own address"
+	ReasonRateLimit     = "rate limit"
+	ReasonDeniedDomain  = "denied domain"
+	ReasonUnknownSender = "unknown sender"
+	reasonAutoPrefix    = "automatic mail: "
+)
+
+type deliverer struct {
+	w   TicketWriter
+	o   *Options
+	log *slog.Logger
+	c   *counters
+	rl  *rateLimiter
+
+	own                  map[string]bool
+	baseLocal, baseDomain string
+}
+
+func newDeliverer(w TicketWriter, o *Options, log *slog.Logger, c *counters) *deliverer {
+	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}}
+	limit := o.RateLimitPerHour
+	d.rl = newRateLimiter(limit, time.Hour, o.Now)
+	for _, a := range o.OwnAddresses {
+		d.own[normAddr(a)] = true
+	}
+	if o.ReplyBaseAddress != "" {
+		d.own[normAddr(o.ReplyBaseAddress)] = true
+		d.baseLocal, d.baseDomain, _ = strings.Cut(normAddr(o.ReplyBaseAddress), "@")
+	}
+	return d
+}
+
+func normAddr(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
+
+func domainOf(addr string) string {
+	_, d, _ := strings.Cut(addr, "@")
+	return d
+}
+
+func domainIn(dom string, list []string) bool {
+	for _, d := range list {
+		d = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "."))
+		if dom == d || strings.HasSuffix(dom, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// isOwn reports whether addr is one of ticketd's addresses, including the
+// reply base address with any +tag.
+func (d *deliverer) isOwn(addr string) bool {
+	if d.own[addr] {
+		return true
+	}
+	if d.baseLocal == "" {
+		return false
+	}
+	local, dom, _ := strings.Cut(addr, "@")
+	return dom == d.baseDomain && strings.HasPrefix(local, d.baseLocal+"+")
+}
+
+// idempotencyKey is the normalized Message-ID, or a hash of the raw bytes
+// for mail without one.
+func idempotencyKey(msg *Message, raw []byte) string {
+	if id := store.NormalizeMessageID(msg.MessageID); id != "" {
+		return id
+	}
+	sum := sha256.Sum256(raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func sourceKey(key string) string { return string(store.SourceEmail) + ":" + key }
+
+// attachmentID derives a file's id from the message key and the part, so a
+// re-read message stores nothing twice.
+func attachmentID(key, part string) bson.ObjectID {
+	sum := sha256.Sum256([]byte(key + "\x00" + part))
+	var id bson.ObjectID
+	copy(id[:], sum[:12])
+	return id
+}
+
+func safeParse(raw []byte, o ParseOptions) (msg *Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("parser panic: %v", r)
+		}
+	}()
+	return Parse(raw, o)
+}
+
+// deliver turns one message into a ticket or a response, or records why
+// not. It returns an error only when the message should be tried again (the
+// store failed); anything wrong with the message itself is quarantined.
+func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
+	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes})
+	if err != nil {
+		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
+	}
+	key := idempotencyKey(msg, in.raw)
+	from := normAddr(msg.From.Address)
+	log := d.log.With("key", key, "from", from)
+	if from == "" || !strings.Contains(from, "@") {
+		return d.quarantine(ctx, in, "no usable From address", nil)
+	}
+	res, err := d.route(ctx, in, msg, key, from, log)
+	if errors.Is(err, store.ErrInvalid) {
+		return d.quarantine(ctx, in, "the store refused it: "+err.Error(), nil)
+	}
+	return res, err
+}
+
+func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, from string, log *slog.Logger) (Result, error) {
+	dom := domainOf(from)
+	switch {
+	case d.isOwn(from):
+		return d.ignore(ctx, in, msg, key, ReasonOwnAddress, log)
+	case msg.Auto != "":
+		return d.ignore(ctx, in, msg, key, reasonAutoPrefix+msg.Auto, log)
+	case domainIn(dom, d.o.DenyDomains):
+		return d.ignore(ctx, in, msg, key, ReasonDeniedDomain, log)
+	}
+
+	// Stored before (re-read after a crash, or a rescan)?
+	if res, done, err := d.stored(ctx, msg, key); err != nil || done {
+		if done {
+			d.c.duplicates.Add(1)
+			log.Debug("message already stored", "ticket", res.TicketID.Hex())
+		}
+		return res, err
+	}
+
+	known, err := d.w.CustomerByEmail(ctx, from)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Result{}, fmt.Errorf("look up customer %s: %w", from, err)
+	}
+	senderTeam := d.o.DomainTeams[dom]
+	if known != nil {
+		senderTeam = known.TeamID
+	}
+	ticket, how, err := d.thread(ctx, msg, senderTeam, log)
+	if err != nil {
+		return Result{}, err
+	}
+	if !ticket.IsZero() {
+		res, err := d.reply(ctx, msg, key, from, ticket, how)
+		if !errors.Is(err, store.ErrNotFound) {
+			return res, err
+		}
+		log.Info("the matched ticket is gone; opening a new one", "ticket", ticket.Hex())
+	}
+
+	if known == nil && d.o.UnknownSenderPolicy == PolicyReject && !domainIn(dom, d.o.AllowDomains) {
+		return d.ignore(ctx, in, msg, key, ReasonUnknownSender, log)
+	}
+	if !d.rl.allow(from) {
+		return d.ignore(ctx, in, msg, key, fmt.Sprintf("%s: over %d new tickets per hour from this sender", ReasonRateLimit, d.o.RateLimitPerHour), log)
+	}
+	res, err := d.open(ctx, msg, key, from)
+	if err != nil || res.Duplicate {
+		d.rl.refund(from)
+	}
+	return res, err
+}
+
+// stored reports whether this very message was stored before, using the
+// binding of its own Message-ID.
+func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Result, bool, error) {
+	if msg.MessageID == "" {
+		return Result{}, false, nil
+	}
+	id, err := d.w.TicketIDByMessageID(ctx, msg.MessageID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, fmt.Errorf("look up message id: %w", err)
+	}
+	t, err := d.w.Ticket(ctx, id, store.AllTickets)
+	if errors.Is(err, store.ErrNotFound) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, fmt.Errorf("load ticket %s: %w", id.Hex(), err)
+	}
+	sk := sourceKey(key)
+	if t.SourceKey == sk {
+		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
+	}
+	for _, r := range t.Response {
+		if r.SourceKey == sk {
+			return Result{Kind: KindResponse, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
+		}
+	}
+	// The id names a message ticketd sent, or one stored in a way we did
+	// not: thread normally.
+	return Result{}, false, nil
+}
+
+var subjectTag = regexp.MustCompile(`\[#(\d{1,18})\]`)
+
+// thread finds the ticket a message answers: (a) a verified reply token in
+// a recipient address, (b) a Message-ID in In-Reply-To/References, newest
+// first, (c) a [#ref] subject tag, only within the sender's team.
+func (d *deliverer) thread(ctx context.Context, msg *Message, senderTeam string, log *slog.Logger) (bson.ObjectID, string, error) {
+	if s := d.o.ReplySigner; s != nil {
+		addrs := make([]string, 0, len(msg.To)+len(msg.Cc)+len(msg.DeliveredTo))
+		for _, a := range msg.To {
+			addrs = append(addrs, a.Address)
+		}
+		for _, a := range msg.Cc {
+			addrs = append(addrs, a.Address)
+		}
+		addrs = append(addrs, msg.DeliveredTo...)
+		for _, a := range addrs {
+			id, found, err := s.FromAddress(d.o.ReplyBaseAddress, a)
+			if !found {
+				continue
+			}
+			if err != nil {
+				log.Warn("reply address carries a token that does not verify (forged or from another installation); ignoring it", "address", a)
+				continue
+			}
+			if ok, err := d.exists(ctx, id); err != nil || ok {
+				return id, "token", err
+			}
+			log.Info("reply token names a ticket that no longer exists", "ticket", id.Hex())
+		}
+	}
+
+	var ids []string
+	for i := len(msg.InReplyTo) - 1; i >= 0; i-- {
+		ids = append(ids, msg.InReplyTo[i])
+	}
+	for i := len(msg.References) - 1; i >= 0; i-- {
+		ids = append(ids, msg.References[i])
+	}
+	seen := map[string]bool{}
+	for _, raw := range ids {
+		n := store.NormalizeMessageID(raw)
+		if n == "" || seen[n] {
+			continue
+		}
+		seen[n] = true
+		id, err := d.w.TicketIDByMessageID(ctx, n)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return bson.NilObjectID, "", fmt.Errorf("look up message id %s: %w", n, err)
+		}
+		if ok, err := d.exists(ctx, id); err != nil || ok {
+			return id, "message-id", err
+		}
+	}
+
+	for _, m := range subjectTag.FindAllStringSubmatch(msg.Subject, -1) {
+		ref, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		if senderTeam == "" {
+			log.Info("subject tag from a sender of no known team; opening a new ticket", "ref", ref)
+			continue
+		}
+		t, err := d.w.TicketByRef(ctx, ref, store.TeamScope(senderTeam))
+		if errors.Is(err, store.ErrNotFound) {
+			log.Info("subject tag names no ticket of the sender's team; opening a new ticket", "ref", ref)
+			continue
+		}
+		if err != nil {
+			return bson.NilObjectID, "", fmt.Errorf("find ticket #%d: %w", ref, err)
+		}
+		return t.ID, "subject-tag", nil
+	}
+	return bson.NilObjectID, "", nil
+}
+
+func (d *deliverer) exists(ctx context.Context, id bson.ObjectID) (bool, error) {
+	_, err := d.w.Ticket(ctx, id, store.AllTickets)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load ticket %s: %w", id.Hex(), err)
+	}
+	return true, nil
+}
+
+// text is what a message adds: the stripped text, else the whole text.
+func text(msg *Message) string {
+	if t := strings.TrimSpace(msg.Text); t != "" {
+		return t
+	}
+	if t := strings.TrimSpace(msg.FullText); t != "" {
+		return t
+	}
+	return "(no text)"
+}
+
+// saveFiles stores the message's attachments, and its full text when the
+// description is only the stripped part of it, under ids derived from key.
+// It returns their metadata and a note on what was left out.
+func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, ticket bson.ObjectID) ([]store.Attachment, string, error) {
+	var atts []store.Attachment
+	var notes []string
+	save := func(part string, a store.Attachment, data []byte) error {
+		a.ID = attachmentID(key, part)
+		a.Size = int64(len(data))
+		if err := d.w.SaveAttachment(ctx, store.AttachmentFile{Attachment: a, TicketID: ticket, Data: data}); err != nil {
+			return err
+		}
+		atts = append(atts, a)
+		return nil
+	}
+	for i, p := range msg.Attachments {
+		if p.Data == nil {
+			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
+			continue
+		}
+		name := p.Filename
+		if name == "" {
+			name = fmt.Sprintf("attachment-%d", i+1)
+		}
+		if err := save(strconv.Itoa(i), store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Data); err != nil {
+			return nil, "", err
+		}
+	}
+	if full := strings.TrimSpace(msg.FullText); full != "" && full != strings.TrimSpace(msg.Text) {
+		if err := save("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText)); err != nil {
+			return nil, "", err
+		}
+	}
+	note := ""
+	if len(notes) > 0 {
+		note = "\n\n" + strings.Join(notes, "\n")
+	}
+	return atts, note, nil
+}
+
+// reply adds the message to a ticket.
+func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, ticket bson.ObjectID, how string) (Result, error) {
+	cust, _, err := d.w.FindOrCreateCustomer(ctx, from, msg.From.Name, d.o.DomainTeams[domainOf(from)])
+	if err != nil {
+		return Result{}, fmt.Errorf("find customer %s: %w", from, err)
+	}
+	atts, note, err := d.saveFiles(ctx, msg, key, ticket)
+	if err != nil {
+		return Result{}, err
+	}
+	_, added, err := d.w.AddResponse(ctx, ticket, store.AllTickets, store.NewResponse{
+		Author:      store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
+		Description: text(msg) + note,
+		Source:      store.SourceEmail,
+		SourceKey:   sourceKey(key),
+		Attachments: atts,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("add response to %s: %w", ticket.Hex(), err)
+	}
+	if err := d.w.AddMessageID(ctx, ticket, msg.MessageID); err != nil {
+		return Result{}, fmt.Errorf("thread message id: %w", err)
+	}
+	if added {
+		d.c.responses.Add(1)
+		d.log.Info("mail added to ticket", "ticket", ticket.Hex(), "from", from, "threadedBy", how, "key", key)
+	} else {
+		d.c.duplicates.Add(1)
+	}
+	return Result{Kind: KindResponse, Key: key, TicketID: ticket, ThreadedBy: how, Duplicate: !added}, nil
+}
+
+// open opens a ticket. NewTicket carries no attachments: the files are
+// stored with the ticket's id (store.AttachmentFile.TicketID).
+func (d *deliverer) open(ctx context.Context, msg *Message, key, from string) (Result, error) {
+	cust, _, err := d.w.FindOrCreateCustomer(ctx, from, msg.From.Name, d.o.DomainTeams[domainOf(from)])
+	if err != nil {
+		return Result{}, fmt.Errorf("find customer %s: %w", from, err)
+	}
+	subject := strings.TrimSpace(msg.Subject)
+	if subject == "" {
+		subject = "(no subject)"
+	}
+	// Files first would need the ticket id before the ticket exists; the
+	// notes on left-out attachments are computed up front instead.
+	var notes []string
+	for _, p := range msg.Attachments {
+		if p.Data == nil {
+			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
+		}
+	}
+	desc := text(msg)
+	if len(notes) > 0 {
+		desc += "\n\n" + strings.Join(notes, "\n")
+	}
+	t, created, err := d.w.CreateTicket(ctx, store.NewTicket{
+		Creator:     store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
+		TeamID:      cust.TeamID,
+		Category:    d.o.DefaultCategory,
+		Subject:     subject,
+		Description: desc,
+		Source:      store.SourceEmail,
+		SourceKey:   sourceKey(key),
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("create ticket: %w", err)
+	}
+	if _, _, err := d.saveFiles(ctx, msg, key, t.ID); err != nil {
+		return Result{}, err
+	}
+	if err := d.w.AddMessageID(ctx, t.ID, msg.MessageID); err != nil {
+		return Result{}, fmt.Errorf("thread message id: %w", err)
+	}
+	if created {
+		d.c.tickets.Add(1)
+		d.log.Info("mail opened a ticket", "ticket", t.ID.Hex(), "ref", t.RefID, "from", from, "key", key)
+	} else {
+		d.c.duplicates.Add(1)
+	}
+	return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: !created}, nil
+}
+
+func (d *deliverer) ignore(ctx context.Context, in inbound, msg *Message, key, reason string, log *slog.Logger) (Result, error) {
+	err := d.w.RecordIgnored(ctx, store.IgnoredMail{
+		ID: key, Mailbox: in.mailbox, Reason: reason,
+		MessageID: msg.MessageID, From: msg.From.Address, Subject: msg.Subject,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("record ignored mail: %w", err)
+	}
+	d.c.ignored.Add(1)
+	log.Info("mail ignored", "reason", reason, "subject", msg.Subject)
+	return Result{Kind: KindIgnored, Key: key, Reason: reason}, nil
+}
+
+// quarantine keeps a message aside with its reason and (the start of) its
+// raw bytes. env, when known, fills in who sent it.
+func (d *deliverer) quarantine(ctx context.Context, in inbound, reason string, env *imap.Envelope) (Result, error) {
+	size := in.size
+	if size == 0 {
+		size = int64(len(in.raw))
+	}
+	raw := in.raw
+	if int64(len(raw)) > d.o.QuarantineRawBytes {
+		raw = raw[:d.o.QuarantineRawBytes]
+	}
+	id := fmt.Sprintf("%s/%d/%d", in.mailbox, in.uidValidity, in.uid)
+	if in.uid == 0 {
+		sum := sha256.Sum256(in.raw)
+		id = in.mailbox + "/sha256:" + hex.EncodeToString(sum[:])
+	}
+	q := store.QuarantinedMail{
+		ID: id, Mailbox: in.mailbox, UID: in.uid, Reason: reason,
+		Size: size, Raw: raw, Truncated: int64(len(raw)) < size,
+	}
+	if env != nil {
+		q.MessageID = env.MessageID
+		q.Subject = env.Subject
+		if len(env.From) > 0 {
+			q.From = env.From[0].Addr()
+		}
+	}
+	if err := d.w.Quarantine(ctx, q); err != nil {
+		return Result{}, fmt.Errorf("quarantine message: %w", err)
+	}
+	d.c.quarantined.Add(1)
+	d.log.Warn("mail quarantined: it was not turned into a ticket; inspect it in the quarantine (by id) and re-send it fixed if it matters",
+		"id", id, "reason", reason, "size", size, "from", q.From, "subject", q.Subject)
+	return Result{Kind: KindQuarantined, Reason: reason}, nil
+}
+
+// Deliver stores one raw message as if it had been read from mailbox: for
+// other inbound paths (an MTA pipe, a re-send from the quarantine) and
+// tests. Its error means "try again later" (the store failed).
+func (s *Source) Deliver(ctx context.Context, mailbox string, raw []byte) (Result, error) {
+	return s.d.deliver(ctx, inbound{mailbox: mailbox, raw: raw})
+}
