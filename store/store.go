@@ -70,7 +70,9 @@ type Store struct {
 	readyMu sync.Mutex
 	ready   map[string]chan struct{} // per sink: deliveries were queued
 
-	closers []func(context.Context) error
+	closers   []func(context.Context) error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New wraps an open database, creating its indexes (idempotently).
@@ -157,13 +159,17 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close disconnects from the database and stops the embedded server, if any.
+// Close disconnects from the database and stops the embedded server, if
+// any. Later calls return the first call's result.
 func (s *Store) Close(ctx context.Context) error {
-	errs := []error{s.client.Disconnect(ctx)}
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		errs = append(errs, s.closers[i](ctx))
-	}
-	return errors.Join(errs...)
+	s.closeOnce.Do(func() {
+		errs := []error{s.client.Disconnect(ctx)}
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			errs = append(errs, s.closers[i](ctx))
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
 }
 
 // Database exposes the underlying database, for benchmarks that compare the
