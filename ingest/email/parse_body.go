@@ -125,7 +125,9 @@ func tidyText(s string) string {
 	out := make([]string, 0, len(lines))
 	blank := 0
 	for _, l := range lines {
-		l = strings.TrimRight(l, " \t\u00a0")
+		if l != "-- " { // keep the signature delimiter recognisable
+			l = strings.TrimRight(l, " \t\u00a0")
+		}
 		if l == "" {
 			blank++
 			if blank > 1 {

@@ -56,12 +56,24 @@ func (p *mimeParser) fromAddress(v string) (mail.Address, error) {
 	if list, err := p.addressParser().ParseList(v); err == nil && len(list) > 0 {
 		return cleanAddress(*list[0]), nil
 	}
-	addrs := p.lenientAddresses(v)
-	if len(addrs) == 0 {
+	loc := addrSpec.FindStringIndex(v)
+	if loc == nil {
 		return mail.Address{}, fmt.Errorf("parse mail: no address in From %q: %w", v, ErrNotMail)
 	}
 	p.warnf("malformed From header parsed leniently")
-	return addrs[0], nil
+	// From holds one person: everything before the address is the name,
+	// unquoted commas included ("Müller, Hans <hans@example.de>").
+	return mail.Address{Name: p.displayName(v[:loc[0]]), Address: v[loc[0]:loc[1]]}, nil
+}
+
+// displayName cleans the text before an address: the "<", quotes, and
+// encoded-words.
+func (p *mimeParser) displayName(s string) string {
+	if i := strings.LastIndex(s, "<"); i >= 0 {
+		s = s[:i]
+	}
+	s = strings.Trim(strings.TrimSpace(s), `"' `)
+	return cleanHeaderText(p.decodeWords(s))
 }
 
 func cleanAddress(a mail.Address) mail.Address {
@@ -81,15 +93,7 @@ func (p *mimeParser) lenientAddresses(v string) []mail.Address {
 		if loc == nil {
 			continue
 		}
-		name := elem[:loc[0]]
-		if i := strings.LastIndex(name, "<"); i >= 0 {
-			name = name[:i]
-		}
-		name = strings.Trim(strings.TrimSpace(name), `"' `)
-		out = append(out, mail.Address{
-			Name:    cleanHeaderText(p.decodeWords(name)),
-			Address: elem[loc[0]:loc[1]],
-		})
+		out = append(out, mail.Address{Name: p.displayName(elem[:loc[0]]), Address: elem[loc[0]:loc[1]]})
 	}
 	return out
 }
