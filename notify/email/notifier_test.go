@@ -112,8 +112,8 @@ func TestOnlyCustomerFacingChangesAreMailed(t *testing.T) {
 	e.setStatus(tk, store.StatusResolved) // mailed (1)
 	e.srv.WaitFor(t, 1, 10*time.Second)
 
-	e.reply(tk, "note to self: customer is VIP", true)  // internal: not mailed
-	e.customerReply(tk, "still broken")                 // customer's own + reopen: not mailed
+	e.reply(tk, "note to self: customer is VIP", true) // internal: not mailed
+	e.customerReply(tk, "still broken")                // customer's own + reopen: not mailed
 	high := store.PriorityHigh
 	if _, err := e.st.UpdateTicket(e.ctx, tk.ID, store.AllTickets, store.TicketUpdate{Priority: &high},
 		store.Actor{ID: e.agent.ID, Type: store.CreatorAdmin}); err != nil { // priority: not mailed
