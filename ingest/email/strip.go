@@ -63,6 +63,10 @@ var attribution = regexp.MustCompile(`(?is)^\s*(` +
 	`|.{0,80}<[^>\s]+@[^>\s]+>\s+(wrote|schrieb|a écrit|escribió)\s*:` +
 	`)\s*$`)
 
+// attributionStart is how multi-line attributions begin, in the languages
+// above.
+var attributionStart = regexp.MustCompile(`(?i)^\s*(on|am|le|el|il|op|em)\s`)
+
 // hardCut returns the index of the first line of the quoted earlier
 // message that is not ">"-marked, or len(lines).
 func hardCut(lines []string) int {
@@ -123,7 +127,9 @@ func attributionLen(lines []string, i int) int {
 		if len(joined) > 400 {
 			return 0
 		}
-		if attribution.MatchString(joined) {
+		// A wrapped attribution must start like one, so that a line of
+		// content before it is never swallowed.
+		if (n == 1 || attributionStart.MatchString(lines[i])) && attribution.MatchString(joined) {
 			return n
 		}
 	}
