@@ -88,10 +88,28 @@ type deliverer struct {
 
 	own                  map[string]bool
 	baseLocal, baseDomain string
+
+	// filesOK is false when the store cannot encode attachments at all
+	// (see storeEncodesAttachments); files are then left out with a note
+	// instead of failing every message that carries one.
+	filesOK bool
+}
+
+// storeEncodesAttachments probes whether store.AttachmentFile can be
+// written. With mongo-driver v2, a field tagged `bson:"inline,..."` is read
+// as the inline option, which breaks store.Attachment.Inline; until the store
+// renames that key, storing files would fail every message with one.
+func storeEncodesAttachments() error {
+	_, err := bson.Marshal(store.AttachmentFile{})
+	return err
 }
 
 func newDeliverer(w TicketWriter, o *Options, log *slog.Logger, c *counters) *deliverer {
-	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}}
+	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}, filesOK: true}
+	if err := storeEncodesAttachments(); err != nil {
+		d.filesOK = false
+		log.Error("the store cannot encode attachments; mail attachments will be left out (noted in the text) until it is fixed", "err", err)
+	}
 	limit := o.RateLimitPerHour
 	d.rl = newRateLimiter(limit, time.Hour, o.Now)
 	for _, a := range o.OwnAddresses {
@@ -362,8 +380,8 @@ func (d *deliverer) exists(ctx context.Context, id bson.ObjectID) (bool, error) 
 	return true, nil
 }
 
-// text is what a message adds: the stripped text, else the whole text.
-func text(msg *Message) string {
+// mailText is what a message adds: the stripped text, else the whole text.
+func mailText(msg *Message) string {
 	if t := strings.TrimSpace(msg.Text); t != "" {
 		return t
 	}
@@ -378,7 +396,6 @@ func text(msg *Message) string {
 // It returns their metadata and a note on what was left out.
 func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, ticket bson.ObjectID) ([]store.Attachment, string, error) {
 	var atts []store.Attachment
-	var notes []string
 	save := func(part string, a store.Attachment, data []byte) error {
 		a.ID = attachmentID(key, part)
 		a.Size = int64(len(data))
@@ -389,9 +406,8 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, tic
 		return nil
 	}
 	for i, p := range msg.Attachments {
-		if p.Data == nil {
-			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
-			continue
+		if !d.filesOK || p.Data == nil {
+			continue // fileNotes tells
 		}
 		name := p.Filename
 		if name == "" {
@@ -401,16 +417,29 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, tic
 			return nil, "", err
 		}
 	}
-	if full := strings.TrimSpace(msg.FullText); full != "" && full != strings.TrimSpace(msg.Text) {
+	if full := strings.TrimSpace(msg.FullText); d.filesOK && full != "" && full != strings.TrimSpace(msg.Text) {
 		if err := save("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText)); err != nil {
 			return nil, "", err
 		}
 	}
-	note := ""
-	if len(notes) > 0 {
-		note = "\n\n" + strings.Join(notes, "\n")
+	return atts, d.fileNotes(msg), nil
+}
+
+// fileNotes says which attachments were left out, and why.
+func (d *deliverer) fileNotes(msg *Message) string {
+	var notes []string
+	for _, p := range msg.Attachments {
+		switch {
+		case !d.filesOK:
+			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: the store cannot save attachments]", p.Filename, p.Size))
+		case p.Data == nil:
+			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
+		}
 	}
-	return atts, note, nil
+	if len(notes) == 0 {
+		return ""
+	}
+	return "\n\n" + strings.Join(notes, "\n")
 }
 
 // reply adds the message to a ticket.
@@ -425,7 +454,7 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, t
 	}
 	_, added, err := d.w.AddResponse(ctx, ticket, store.AllTickets, store.NewResponse{
 		Author:      store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
-		Description: text(msg) + note,
+		Description: mailText(msg) + note,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
 		Attachments: atts,
@@ -458,16 +487,7 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string) (R
 	}
 	// Files first would need the ticket id before the ticket exists; the
 	// notes on left-out attachments are computed up front instead.
-	var notes []string
-	for _, p := range msg.Attachments {
-		if p.Data == nil {
-			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
-		}
-	}
-	desc := text(msg)
-	if len(notes) > 0 {
-		desc += "\n\n" + strings.Join(notes, "\n")
-	}
+	desc := mailText(msg) + d.fileNotes(msg)
 	t, created, err := d.w.CreateTicket(ctx, store.NewTicket{
 		Creator:     store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
 		TeamID:      cust.TeamID,
