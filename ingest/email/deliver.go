@@ -86,7 +86,7 @@ type deliverer struct {
 	c   *counters
 	rl  *rateLimiter
 
-	own                  map[string]bool
+	own                   map[string]bool
 	baseLocal, baseDomain string
 
 	// filesOK is false when the store cannot encode attachments at all
