@@ -110,32 +110,48 @@ func Collections() []string {
 		colMailboxes, colAttachments, colQuarantine, colIgnored}
 }
 
+// indexSpec is one secondary index, named so that a restart can tell which
+// ones exist.
+type indexSpec struct {
+	name   string
+	keys   bson.D
+	unique bool
+}
+
 func (s *Store) ensureIndexes(ctx context.Context) error {
-	idx := map[*mongo.Collection][]mongo.IndexModel{
+	asc := func(k string) bson.E { return bson.E{Key: k, Value: 1} }
+	desc := func(k string) bson.E { return bson.E{Key: k, Value: -1} }
+	idx := map[*mongo.Collection][]indexSpec{
 		s.tickets: {
-			{Keys: bson.D{{Key: "sourceKey", Value: 1}}, Options: options.Index().SetUnique(true).SetName("sourceKey_unique")},
-			{Keys: bson.D{{Key: "teamId", Value: 1}, {Key: "updatedAt", Value: -1}}, Options: options.Index().SetName("team_updated")},
-			{Keys: bson.D{{Key: "updatedAt", Value: -1}}, Options: options.Index().SetName("updated")},
-			{Keys: bson.D{{Key: "refId", Value: 1}}, Options: options.Index().SetName("refId")},
+			{"sourceKey_unique", bson.D{asc("sourceKey")}, true},
+			{"team_updated", bson.D{asc("teamId"), desc("updatedAt")}, false},
+			{"updated", bson.D{desc("updatedAt")}, false},
+			{"refId", bson.D{asc("refId")}, false},
 		},
-		s.customers: {
-			{Keys: bson.D{{Key: "email", Value: 1}}, Options: options.Index().SetName("email")},
-		},
-		s.agents: {
-			{Keys: bson.D{{Key: "email", Value: 1}}, Options: options.Index().SetName("email")},
-		},
-		s.col(colQuarantine): {
-			{Keys: bson.D{{Key: "receivedAt", Value: -1}}, Options: options.Index().SetName("received")},
-		},
-		s.col(colIgnored): {
-			{Keys: bson.D{{Key: "at", Value: -1}}, Options: options.Index().SetName("at")},
-		},
-		s.outbox: {
-			{Keys: bson.D{{Key: "sink", Value: 1}, {Key: "state", Value: 1}, {Key: "nextAttemptAt", Value: 1}}, Options: options.Index().SetName("sink_state_next")},
-		},
+		s.customers:          {{"email", bson.D{asc("email")}, false}},
+		s.agents:             {{"email", bson.D{asc("email")}, false}},
+		s.col(colQuarantine): {{"received", bson.D{desc("receivedAt")}, false}},
+		s.col(colIgnored):    {{"at", bson.D{desc("at")}, false}},
+		s.outbox:             {{"sink_state_next", bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}, false}},
 	}
-	for col, models := range idx {
-		if _, err := col.Indexes().CreateMany(ctx, models); err != nil {
+	for col, specs := range idx {
+		// Create only the indexes that are missing: the embedded server
+		// panics on a createIndexes that repeats existing ones (seen with
+		// FerretDB v1.24 on every restart).
+		have, err := indexNames(ctx, col)
+		if err != nil {
+			return err
+		}
+		var missing []mongo.IndexModel
+		for _, spec := range specs {
+			if !have[spec.name] {
+				missing = append(missing, mongo.IndexModel{Keys: spec.keys, Options: options.Index().SetName(spec.name).SetUnique(spec.unique)})
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if _, err := col.Indexes().CreateMany(ctx, missing); err != nil {
 			return fmt.Errorf("create indexes on %s: %w", col.Name(), classify(err))
 		}
 	}
@@ -149,6 +165,24 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func indexNames(ctx context.Context, col *mongo.Collection) (map[string]bool, error) {
+	cur, err := col.Indexes().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list indexes of %s: %w", col.Name(), classify(err))
+	}
+	var specs []struct {
+		Name string `bson:"name"`
+	}
+	if err := cur.All(ctx, &specs); err != nil {
+		return nil, fmt.Errorf("list indexes of %s: %w", col.Name(), classify(err))
+	}
+	names := map[string]bool{}
+	for _, s := range specs {
+		names[s.Name] = true
+	}
+	return names, nil
 }
 
 // Ping reports whether the database answers.

@@ -469,3 +469,24 @@ func TestMessageIDsThreadAndWakeNotifiers(t *testing.T) {
 		t.Error("relay did not wake the email notifier")
 	}
 }
+
+func TestReopenKeepsDataAndIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s1, o := storetest.OpenWith(t, store.OpenOptions{})
+	tk := newTicket(t, s1, "t", "kept")
+	if err := s1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // indexes and the embedded fix run again on every open
+		s2, _ := storetest.OpenWith(t, o)
+		got, err := s2.Ticket(ctx, tk.ID, store.AllTickets)
+		if err != nil || got.Subject != "kept" {
+			t.Fatalf("reopen %d: %v %v", i, got, err)
+		}
+		next := newTicket(t, s2, "t", fmt.Sprintf("after reopen %d", i))
+		if next.RefID != tk.RefID+int64(i)+1 {
+			t.Errorf("refId after reopen %d: %d", i, next.RefID)
+		}
+		s2.Close(ctx)
+	}
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+func noEnv(string) string { return "" }
+
+// The example must load through the real loader, give the defaults, and
+// list every key the loader knows.
+func TestExampleConfigIsCompleteAndValid(t *testing.T) {
+	cfg, err := loadConfig("../../config.example.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, defaultConfig()) {
+		t.Errorf("example values differ from the defaults:\n example %+v\ndefaults %+v", cfg, defaultConfig())
+	}
+	raw, _ := os.ReadFile("../../config.example.yaml")
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range yamlKeys(reflect.TypeOf(Config{}), "") {
+		if !hasKey(doc, strings.Split(key, ".")) {
+			t.Errorf("config.example.yaml lacks %s", key)
+		}
+	}
+}
+
+// yamlKeys lists the key paths of a config struct, down to the leaves.
+func yamlKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || name == "" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == t.PkgPath() {
+			keys = append(keys, yamlKeys(f.Type, prefix+name+".")...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	return keys
+}
+
+func hasKey(doc map[string]any, path []string) bool {
+	v, ok := doc[path[0]]
+	if !ok {
+		return false
+	}
+	if len(path) == 1 {
+		return true
+	}
+	m, ok := v.(map[string]any)
+	return ok && hasKey(m, path[1:])
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ticketd.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigReportsEveryBadValueWithItsKey(t *testing.T) {
+	p := writeFile(t, `
+dataDir: ""
+store: {uri: "postgres://x", database: "a.b"}
+http: {listen: "8000", maxBodyBytes: 10, requestTimeout: 0s, shutdownTimeout: -1s}
+auth: {jwtSecret: short, tokenTTL: 0s}
+tickets: {categories: [Support, Support, ""], maxSubject: 0, maxDescription: 0}
+outbox: {sweepInterval: 0s}
+log: {level: loud, format: xml}
+`)
+	_, err := loadConfig(p, noEnv)
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, key := range []string{"dataDir", "store.uri", "store.database", "http.listen", "http.maxBodyBytes",
+		"http.requestTimeout", "http.shutdownTimeout", "auth.jwtSecret", "auth.tokenTTL", "tickets.categories[1]",
+		"tickets.categories[2]", "tickets.maxSubject", "tickets.maxDescription", "outbox.sweepInterval", "log.level", "log.format"} {
+		if !strings.Contains(err.Error(), "  "+key+": ") {
+			t.Errorf("error does not name %s:\n%v", key, err)
+		}
+	}
+}
+
+func TestConfigRejectsUnknownKeysWithLine(t *testing.T) {
+	p := writeFile(t, "http:\n  listen: 127.0.0.1:1\n  lsiten: 127.0.0.1:2\n")
+	_, err := loadConfig(p, noEnv)
+	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "lsiten") {
+		t.Errorf("unknown key: %v", err)
+	}
+	p = writeFile(t, "http: {maxBodyBytes: lots}\n")
+	if _, err := loadConfig(p, noEnv); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("wrong type: %v", err)
+	}
+}
+
+func TestEnvironmentOverridesSecrets(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "s")
+	os.WriteFile(secretFile, []byte("from-a-file-0123456789abcdef0123456789\n"), 0o600)
+	env := map[string]string{"MONGODB_URI": "mongodb://db:27017", "TICKETD_JWT_SECRET_FILE": secretFile}
+	cfg, err := loadConfig("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.URI != "mongodb://db:27017" || cfg.Auth.JWTSecret != "from-a-file-0123456789abcdef0123456789" {
+		t.Errorf("overrides not applied: %+v", cfg)
+	}
+	env = map[string]string{"TICKETD_JWT_SECRET_FILE": "/nonexistent"}
+	if _, err := loadConfig("", func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "TICKETD_JWT_SECRET_FILE") {
+		t.Errorf("missing secret file: %v", err)
+	}
+}

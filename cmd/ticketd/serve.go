@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ticketd/ticketd/api"
+	"github.com/ticketd/ticketd/store"
+)
+
+// Proven here, where every package is known: the store is what the API needs.
+var _ api.Store = (*store.Store)(nil)
+
+// serveHooks lets tests learn the listening address.
+type serveHooks struct {
+	listening func(addr string)
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string, hooks *serveHooks) error {
+	fs := newFlags("serve", "serve [-config FILE]", stderr)
+	cfgPath := fs.String("config", "", "configuration file (default: none, built-in defaults; see config.example.yaml)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.logger(stderr)
+	return serve(ctx, cfg, log, hooks)
+}
+
+// serve runs the daemon until ctx ends, then shuts down in order: stop
+// accepting (HTTP, ingest), let in-flight work finish, stop the workers,
+// close the store last.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks) error {
+	st, err := store.Open(ctx, store.OpenOptions{
+		URI: cfg.Store.URI, Database: cfg.Store.Database, DataDir: cfg.DataDir, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := st.Close(cctx); err != nil {
+			log.Error("close store", "err", err)
+		}
+		log.Info("stopped")
+	}()
+	mode := "embedded store in " + cfg.DataDir
+	if cfg.Store.URI != "" {
+		mode = "MongoDB"
+	}
+
+	secret, err := jwtSecret(cfg)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newQueueCollector(st))
+	apiSrv, err := api.New(st, api.Options{
+		JWTSecret: secret, Categories: cfg.Tickets.Categories, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		MaxSubject: cfg.Tickets.MaxSubject, MaxDescription: cfg.Tickets.MaxDescription,
+		RequestTimeout: cfg.HTTP.RequestTimeout, Registry: reg,
+	}, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (http.listen): %w", cfg.HTTP.Listen, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           apiSrv.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.HTTP.RequestTimeout + 5*time.Second,
+		WriteTimeout:      cfg.HTTP.RequestTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	// Workers run until workCtx ends; it ends after HTTP has stopped
+	// accepting, so requests in flight still find the relay running.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	var workers sync.WaitGroup
+	sinks := []string{} // notifiers register their sink names here
+	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
+		return st.RunRelay(ctx, sinks, cfg.Outbox.SweepInterval)
+	})
+
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Serve(ln) }()
+	log.Info("ticketd started", "version", version(), "listen", ln.Addr().String(), "store", mode)
+	if hooks != nil && hooks.listening != nil {
+		hooks.listening(ln.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: finishing in-flight work")
+	case err := <-httpDone:
+		serveErr = fmt.Errorf("http server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Error("http shutdown incomplete", "err", err)
+	}
+	stopWork()
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		log.Error("workers did not stop in time", "timeout", cfg.HTTP.ShutdownTimeout)
+	}
+	return serveErr
+}
+
+// runWorker runs fn in a goroutine owned by wg until ctx ends. A panic or
+// an error is logged and fn restarted after a pause, so one failing bridge
+// never takes the daemon down.
+func runWorker(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, name string, fn func(context.Context) error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pause := time.Second
+		for ctx.Err() == nil {
+			err := func() (err error) {
+				defer func() {
+					if v := recover(); v != nil {
+						err = fmt.Errorf("panic: %v\n%s", v, debug.Stack())
+					}
+				}()
+				return fn(ctx)
+			}()
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				err = errors.New("returned early")
+			}
+			log.Error("worker failed; restarting", "worker", name, "err", err, "in", pause)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, time.Minute)
+		}
+	}()
+}
+
+// queueCollector reports the delivery queue's depth on every scrape.
+type queueCollector struct {
+	st   *store.Store
+	desc *prometheus.Desc
+}
+
+func newQueueCollector(st *store.Store) *queueCollector {
+	return &queueCollector{st: st, desc: prometheus.NewDesc("ticketd_outbox_deliveries",
+		"Notification deliveries in the queue by state (pending, dead).", []string{"state"}, nil)}
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, s := range []store.DeliveryState{store.DeliveryPending, store.DeliveryDead} {
+		if n, err := c.st.CountDeliveries(ctx, s); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(s))
+		}
+	}
+}
