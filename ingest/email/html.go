@@ -222,14 +222,18 @@ func (r *htmlRenderer) closeLink() {
 	if href == "" {
 		return
 	}
-	text := strings.TrimSpace(r.b.String()[min(start, r.b.Len()):])
 	shown := strings.TrimPrefix(href, "mailto:")
-	if text == "" {
-		r.text(shown)
-		return
-	}
-	if text == href || text == shown || strings.TrimSuffix(text, "/") == strings.TrimSuffix(shown, "/") {
-		return
+	// Only a short link text can equal its url; looking at long ones would
+	// make nested or unclosed links quadratic.
+	if r.b.Len()-start <= 2*len(href)+16 {
+		text := strings.TrimSpace(r.b.String()[min(start, r.b.Len()):])
+		if text == "" {
+			r.text(shown)
+			return
+		}
+		if text == href || text == shown || strings.TrimSuffix(text, "/") == strings.TrimSuffix(shown, "/") {
+			return
+		}
 	}
 	r.b.WriteString(" (" + shown + ")")
 }
@@ -258,7 +262,10 @@ func (r *htmlRenderer) flush() {
 		return
 	}
 	s := r.b.String()
-	have := len(s) - len(strings.TrimRight(s, "\n"))
+	have := 0 // trailing newlines already written, counted up to 2
+	for have < 2 && have < len(s) && s[len(s)-1-have] == '\n' {
+		have++
+	}
 	for i := have; i < r.pendingNL; i++ {
 		r.b.WriteByte('\n')
 	}
