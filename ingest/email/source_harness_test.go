@@ -366,7 +366,11 @@ func (h *testIMAP) baseOptions(t testing.TB) Options {
 			Host: h.host, Port: h.port, TLS: TLSPlain,
 			Username: testUser, Password: testPassword,
 		}},
-		PollSchedule:     "@every 1h", // tests prove IDLE, not polling
+		// imapmemserver writes "+ idling" before it starts watching the
+		// mailbox, so a message appended in between is only seen at the
+		// next poll: the fallback production has too. TestIdleWakesProcessing
+		// sets 1h to prove IDLE alone.
+		PollSchedule:     "@every 1s",
 		ReplyBaseAddress: testBase,
 		ReplySigner:      replytoken.New(testSecret),
 		OwnAddresses:     []string{testBase, "notifications@example.com"},

@@ -109,6 +109,9 @@ func TestIdleWakesProcessing(t *testing.T) {
 	o.PollSchedule = "@every 1h"
 	startSource(t, st, o)
 	waitFor(t, "the source to IDLE", func() bool { return strings.Contains(h.debug.String(), "+ idling") })
+	// imapmemserver answers "+ idling" just before it registers for
+	// updates; give it that moment (no poll can happen: it is hourly).
+	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
 	h.appendMail("INBOX", testMail{subject: "Arrived while idling"}.bytes())
 	ticketWithSubject(t, st, "Arrived while idling")
@@ -445,6 +448,9 @@ func TestShutdownReturnsPromptly(t *testing.T) {
 	st := newStore(t)
 	src := startSource(t, st, h.baseOptions(t))
 	waitFor(t, "the source to IDLE", func() bool { return strings.Contains(h.debug.String(), "+ idling") })
+	// imapmemserver answers "+ idling" just before it registers for
+	// updates; give it that moment (no poll can happen: it is hourly).
+	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
 	src.stop(t)
 	if d := time.Since(start); d > 3*time.Second {
