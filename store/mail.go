@@ -35,6 +35,16 @@ func NormalizeMessageID(id string) string {
 	return strings.ToLower(strings.TrimSpace(id))
 }
 
+// headerMessageID is the header form of a Message-ID, "<id@host>", or ""
+// for an empty one.
+func headerMessageID(id string) string {
+	id = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "<"), ">")
+	if strings.TrimSpace(id) == "" {
+		return ""
+	}
+	return "<" + id + ">"
+}
+
 // BindMessageID records that a Message-ID (received or sent) belongs to a
 // ticket. Binding the same id again is a no-op; the first ticket wins.
 func (s *Store) BindMessageID(ctx context.Context, messageID string, ticket bson.ObjectID) error {
@@ -55,7 +65,7 @@ func (s *Store) AddMessageID(ctx context.Context, ticket bson.ObjectID, messageI
 	if key == "" {
 		return nil
 	}
-	header := "<" + strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(messageID), "<"), ">") + ">"
+	header := headerMessageID(messageID)
 	if err := s.BindMessageID(ctx, messageID, ticket); err != nil {
 		return err
 	}

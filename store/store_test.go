@@ -490,3 +490,30 @@ func TestReopenKeepsDataAndIsIdempotent(t *testing.T) {
 		s2.Close(ctx)
 	}
 }
+
+func TestMessageIDsRecordedWithTheWrite(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	in := store.NewTicket{Creator: alice, TeamID: "t", Subject: "s", Source: store.SourceEmail, SourceKey: "email:a@x", MessageID: "<a@x>"}
+	tk, _, err := s.CreateTicket(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(tk.MessageIDs) != "[<a@x>]" {
+		t.Errorf("created ticket thread: %v", tk.MessageIDs)
+	}
+	r := store.NewResponse{Author: alice, Description: "more", Source: store.SourceEmail, SourceKey: "email:b@x", MessageID: "b@x"}
+	for i := 0; i < 2; i++ {
+		if tk, _, err = s.AddResponse(ctx, tk.ID, store.AllTickets, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(tk.MessageIDs) != "[<a@x> <b@x>]" || tk.V != 1 {
+		t.Errorf("thread after reply (twice): %v __v=%d", tk.MessageIDs, tk.V)
+	}
+	for _, id := range []string{"a@x", "<B@X>"} {
+		if got, err := s.TicketIDByMessageID(ctx, id); err != nil || got != tk.ID {
+			t.Errorf("lookup %s: %v %v", id, got, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ type NewTicket struct {
 	Source      Source
 	// SourceKey is the idempotency key; empty means a fresh one.
 	SourceKey string
+	// MessageID of the mail that opened the ticket, if any: recorded in the
+	// same insert, so the acknowledgement can thread under it at once.
+	MessageID string
 }
 
 // CreateTicket opens a ticket with its first audit line and a
@@ -86,18 +90,23 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 		Logs:        []LogEntry{logEntry(id, in.Creator, now, "Ticket created")},
 		Outbox:      []Event{{ID: bson.NewObjectID(), Kind: EventTicketCreated, TicketID: id, ActorID: in.Creator.ID, ActorType: in.Creator.Type, At: now}},
 	}
+	if h := headerMessageID(in.MessageID); h != "" {
+		t.MessageIDs = []string{h}
+	}
 	if _, err := s.tickets.InsertOne(ctx, t); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			existing, ferr := s.ticketBySourceKey(ctx, in.SourceKey)
 			if ferr != nil {
 				return nil, false, fmt.Errorf("create ticket: find duplicate of %q: %w", in.SourceKey, ferr)
 			}
-			return existing, false, nil
+			return existing, false, s.BindMessageID(ctx, in.MessageID, existing.ID)
 		}
 		return nil, false, fmt.Errorf("create ticket: %w", classify(err))
 	}
 	s.signal(id)
-	return t, true, nil
+	// The lookup key is bound after the insert; a crash in between is
+	// repaired by the retry, which lands in the duplicate branch above.
+	return t, true, s.BindMessageID(ctx, in.MessageID, id)
 }
 
 func (s *Store) ticketBySourceKey(ctx context.Context, key string) (*Ticket, error) {
@@ -121,6 +130,9 @@ type NewResponse struct {
 	SourceKey   string
 	Internal    bool
 	Attachments []Attachment
+	// MessageID of the mail that carried the reply, if any: appended to the
+	// ticket's thread in the same update.
+	MessageID string
 }
 
 // AddResponse appends a reply. A customer's reply to a resolved or closed
@@ -134,10 +146,14 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 		return nil, false, fmt.Errorf("add response: %w: only agents write internal notes", ErrInvalid)
 	}
 	t, err = s.mutate(ctx, id, scope, nil, func(t *Ticket, now time.Time, c *change) error {
+		if h := headerMessageID(in.MessageID); h != "" && !slices.Contains(t.MessageIDs, h) {
+			c.addMessageID = h
+		}
 		if in.SourceKey != "" {
 			for _, r := range t.Response {
 				if r.SourceKey == in.SourceKey {
-					return nil // already stored: no change
+					c.addMessageID = "" // already stored: no change
+					return nil
 				}
 			}
 		}
@@ -166,7 +182,10 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 		added = true
 		return nil
 	})
-	return t, added, err
+	if err != nil {
+		return nil, false, err
+	}
+	return t, added, s.BindMessageID(ctx, in.MessageID, id)
 }
 
 // TicketUpdate lists the fields an agent may change; nil means unchanged.
@@ -366,10 +385,12 @@ type change struct {
 	response *Response
 	logs     []LogEntry
 	events   []Event
+	// addMessageID joins the ticket's mail thread ("<id@host>").
+	addMessageID string
 }
 
 func (c *change) empty() bool {
-	return len(c.set) == 0 && c.response == nil && len(c.logs) == 0 && len(c.events) == 0
+	return len(c.set) == 0 && c.response == nil && len(c.logs) == 0 && len(c.events) == 0 && c.addMessageID == ""
 }
 
 func (c *change) log(by Actor, what string) {
@@ -407,6 +428,9 @@ func (c *change) update() bson.D {
 	}
 	if len(push) > 0 {
 		u = append(u, bson.E{Key: "$push", Value: push})
+	}
+	if c.addMessageID != "" {
+		u = append(u, bson.E{Key: "$addToSet", Value: bson.D{{Key: "messageIds", Value: c.addMessageID}}})
 	}
 	return u
 }
