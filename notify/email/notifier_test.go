@@ -227,8 +227,8 @@ func TestTemplateOverrides(t *testing.T) {
 		}
 		o.TemplateDir = bad
 		_, err := New(o, e.st, testLogger(t))
-		if err == nil || !strings.Contains(err.Error(), "template_dir") || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s %q: New error = %v, want template_dir and %q", tc.file, tc.src, err, tc.want)
+		if err == nil || !strings.Contains(err.Error(), "templateDir") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %q: New error = %v, want templateDir and %q", tc.file, tc.src, err, tc.want)
 		}
 	}
 	o.TemplateDir = filepath.Join(dir, "missing")

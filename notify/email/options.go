@@ -27,10 +27,10 @@ type Options struct {
 	// ReplyTo is the support mailbox that inbound mail is read from; the
 	// Reply-To of every notification is this address with the ticket's
 	// signed token (support+TOKEN@example.com). Default: From's address.
-	ReplyTo string `yaml:"reply_to"`
+	ReplyTo string `yaml:"replyTo"`
 	// MessageIDDomain is the right-hand side of generated Message-IDs.
 	// Default: the domain of From.
-	MessageIDDomain string `yaml:"message_id_domain"`
+	MessageIDDomain string `yaml:"messageIdDomain"`
 	// Signer makes the reply tokens; cmd builds it from the secret that
 	// ingest checks tokens with. Required.
 	Signer *replytoken.Signer `yaml:"-"`
@@ -38,34 +38,34 @@ type Options struct {
 	// TemplateDir holds operator templates that replace the embedded
 	// defaults file by file: ack.txt, ack.html, response.txt,
 	// response.html, status.txt, status.html. Empty: defaults only.
-	TemplateDir string `yaml:"template_dir"`
+	TemplateDir string `yaml:"templateDir"`
 	// TextOnly sends text/plain only, without the HTML alternative.
-	TextOnly bool `yaml:"text_only"`
+	TextOnly bool `yaml:"textOnly"`
 	// NoTicketAck turns off the acknowledgement mailed to a customer who
 	// opens a ticket (default: acknowledgements on).
-	NoTicketAck bool `yaml:"no_ticket_ack"`
+	NoTicketAck bool `yaml:"noTicketAck"`
 	// ReferencesMax caps the Message-IDs in References: the thread's first
 	// and its last ReferencesMax-1. Default 10.
-	ReferencesMax int `yaml:"references_max"`
+	ReferencesMax int `yaml:"referencesMax"`
 
 	// MaxAttempts is how many failed sends move a delivery to the dead
 	// letters. Default 8.
-	MaxAttempts int `yaml:"max_attempts"`
+	MaxAttempts int `yaml:"maxAttempts"`
 	// BackoffBase is the wait after the first failure; it doubles with
 	// every further failure (with up to 50% jitter). Default 30s.
-	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffBase time.Duration `yaml:"backoffBase"`
 	// BackoffMax caps the wait between attempts. Default 1h.
-	BackoffMax time.Duration `yaml:"backoff_max"`
+	BackoffMax time.Duration `yaml:"backoffMax"`
 	// Lease is how long a claimed delivery is ours: after a crash another
 	// sender retries it when the lease ends. Must exceed SMTP.Timeout.
 	// Default 2m.
 	Lease time.Duration `yaml:"lease"`
 	// PollInterval is how often the queue is checked without a signal, for
 	// retries scheduled by other daemons and expired leases. Default 30s.
-	PollInterval time.Duration `yaml:"poll_interval"`
+	PollInterval time.Duration `yaml:"pollInterval"`
 	// ShutdownGrace is how long a send in flight may still run after Run's
 	// context ends before it is aborted (and retried later). Default 10s.
-	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
 }
 
 // Security is how the SMTP connection is protected.
@@ -92,10 +92,10 @@ type SMTPOptions struct {
 	Security Security `yaml:"security"`
 	// AllowInsecure permits plain SMTP (and credentials over it) to a host
 	// that is not loopback.
-	AllowInsecure bool `yaml:"allow_insecure"`
+	AllowInsecure bool `yaml:"allowInsecure"`
 	// CAFile is a PEM bundle of extra roots to trust (a private relay's
 	// CA); the system roots stay trusted.
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"caFile"`
 	// HELO is the name this client gives in EHLO. Default: MessageIDDomain.
 	HELO string `yaml:"helo"`
 	// Timeout bounds one whole send (connect, TLS, AUTH, transaction).
@@ -129,8 +129,8 @@ type AuthOptions struct {
 	// send), TokenCommand (argv run per send; its trimmed stdout is the
 	// token).
 	Token        string   `yaml:"token"`
-	TokenFile    string   `yaml:"token_file"`
-	TokenCommand []string `yaml:"token_command"`
+	TokenFile    string   `yaml:"tokenFile"`
+	TokenCommand []string `yaml:"tokenCommand"`
 }
 
 // config is Options with defaults applied and everything parsed.
@@ -210,7 +210,7 @@ func (o Options) compile() (*config, error) {
 	case SecurityStartTLS, SecurityTLS:
 	case SecurityPlain:
 		if s.Host != "" && !s.AllowInsecure && !isLoopback(s.Host) {
-			bad("smtp.security", "plain SMTP to %q, which is not loopback, sends mail and credentials unencrypted; use starttls or tls, or set smtp.allow_insecure", s.Host)
+			bad("smtp.security", "plain SMTP to %q, which is not loopback, sends mail and credentials unencrypted; use starttls or tls, or set smtp.allowInsecure", s.Host)
 		}
 	default:
 		bad("smtp.security", "%q: want starttls, tls or plain", s.Security)
@@ -221,14 +221,14 @@ func (o Options) compile() (*config, error) {
 	if s.CAFile != "" {
 		pem, err := os.ReadFile(s.CAFile)
 		if err != nil {
-			bad("smtp.ca_file", "%v", err)
+			bad("smtp.caFile", "%v", err)
 		} else {
 			roots, err := x509.SystemCertPool()
 			if err != nil || roots == nil {
 				roots = x509.NewCertPool()
 			}
 			if !roots.AppendCertsFromPEM(pem) {
-				bad("smtp.ca_file", "%s holds no PEM certificate", s.CAFile)
+				bad("smtp.caFile", "%s holds no PEM certificate", s.CAFile)
 			}
 			c.roots = roots
 		}
@@ -258,17 +258,17 @@ func (o Options) compile() (*config, error) {
 		if a.TokenFile != "" {
 			n++
 			if _, err := os.Stat(a.TokenFile); err != nil {
-				bad("smtp.auth.token_file", "%v", err)
+				bad("smtp.auth.tokenFile", "%v", err)
 			}
 		}
 		if len(a.TokenCommand) > 0 {
 			n++
 			if _, err := exec.LookPath(a.TokenCommand[0]); err != nil {
-				bad("smtp.auth.token_command", "%v", err)
+				bad("smtp.auth.tokenCommand", "%v", err)
 			}
 		}
 		if n != 1 {
-			bad("smtp.auth", "xoauth2 needs exactly one of token, token_file, token_command (%d set)", n)
+			bad("smtp.auth", "xoauth2 needs exactly one of token, tokenFile, tokenCommand (%d set)", n)
 		}
 	default:
 		bad("smtp.auth.mechanism", "%q: want plain, login or xoauth2 (or empty for none)", a.Mechanism)
@@ -287,14 +287,14 @@ func (o Options) compile() (*config, error) {
 	}
 	if o.ReplyTo != "" {
 		if a, err := mail.ParseAddress(o.ReplyTo); err != nil || a.Name != "" {
-			bad("reply_to", "%q: want a bare address like support@example.com", o.ReplyTo)
+			bad("replyTo", "%q: want a bare address like support@example.com", o.ReplyTo)
 		}
 	}
 	if c.MessageIDDomain == "" && c.from != nil {
 		_, c.MessageIDDomain, _ = strings.Cut(c.from.Address, "@")
 	}
 	if o.MessageIDDomain != "" && (strings.ContainsAny(o.MessageIDDomain, "<>@ \t\r\n") || !strings.Contains(o.MessageIDDomain, ".") && o.MessageIDDomain != "localhost") {
-		bad("message_id_domain", "%q: want a domain name like example.com", o.MessageIDDomain)
+		bad("messageIdDomain", "%q: want a domain name like example.com", o.MessageIDDomain)
 	}
 	if c.SMTP.HELO == "" {
 		c.SMTP.HELO = c.MessageIDDomain
@@ -304,30 +304,30 @@ func (o Options) compile() (*config, error) {
 	}
 
 	if o.ReferencesMax < 2 {
-		bad("references_max", "%d: want at least 2 (the thread's first and last)", o.ReferencesMax)
+		bad("referencesMax", "%d: want at least 2 (the thread's first and last)", o.ReferencesMax)
 	}
 	if o.MaxAttempts < 1 {
-		bad("max_attempts", "%d: want at least 1", o.MaxAttempts)
+		bad("maxAttempts", "%d: want at least 1", o.MaxAttempts)
 	}
 	if o.BackoffBase < 0 {
-		bad("backoff_base", "%v is negative", o.BackoffBase)
+		bad("backoffBase", "%v is negative", o.BackoffBase)
 	}
 	if o.BackoffMax < o.BackoffBase {
-		bad("backoff_max", "%v is less than backoff_base %v", o.BackoffMax, o.BackoffBase)
+		bad("backoffMax", "%v is less than backoffBase %v", o.BackoffMax, o.BackoffBase)
 	}
 	if o.Lease <= c.SMTP.Timeout {
 		bad("lease", "%v must exceed smtp.timeout %v, or a slow send's delivery is claimed again while it runs", o.Lease, c.SMTP.Timeout)
 	}
 	if o.PollInterval <= 0 {
-		bad("poll_interval", "%v: want a positive duration", o.PollInterval)
+		bad("pollInterval", "%v: want a positive duration", o.PollInterval)
 	}
 	if o.ShutdownGrace < 0 {
-		bad("shutdown_grace", "%v is negative", o.ShutdownGrace)
+		bad("shutdownGrace", "%v is negative", o.ShutdownGrace)
 	}
 
 	tmpl, err := loadTemplates(o.TemplateDir, !o.TextOnly)
 	if err != nil {
-		bad("template_dir", "%v", err)
+		bad("templateDir", "%v", err)
 	}
 	c.tmpl = tmpl
 

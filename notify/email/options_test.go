@@ -38,9 +38,9 @@ func TestValidateReportsEveryBadValueWithItsKey(t *testing.T) {
 		k, _, _ := strings.Cut(line, ":")
 		keys = append(keys, k)
 	}
-	for _, key := range []string{"smtp.port", "smtp.security", "smtp.timeout", "smtp.ca_file", "smtp.auth.mechanism",
-		"from", "reply_to", "message_id_domain", "signer", "references_max", "max_attempts", "backoff_max",
-		"poll_interval", "shutdown_grace", "template_dir"} {
+	for _, key := range []string{"smtp.port", "smtp.security", "smtp.timeout", "smtp.caFile", "smtp.auth.mechanism",
+		"from", "replyTo", "messageIdDomain", "signer", "referencesMax", "maxAttempts", "backoffMax",
+		"pollInterval", "shutdownGrace", "templateDir"} {
 		if !slices.Contains(keys, key) {
 			t.Errorf("no error for %s in:\n%v", key, err)
 		}
@@ -58,10 +58,10 @@ func TestValidateReportsEveryBadValueWithItsKey(t *testing.T) {
 	}{
 		{AuthOptions{Mechanism: AuthPlain}, "smtp.auth.username"},
 		{AuthOptions{Mechanism: AuthLogin, Username: "u"}, "smtp.auth.password"},
-		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u"}, "exactly one of token, token_file, token_command (0 set)"},
+		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u"}, "exactly one of token, tokenFile, tokenCommand (0 set)"},
 		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u", Token: "a", TokenFile: "/etc/hostname"}, "(2 set)"},
-		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u", TokenFile: "/nonexistent/token"}, "smtp.auth.token_file"},
-		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u", TokenCommand: []string{"/nonexistent/refresh"}}, "smtp.auth.token_command"},
+		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u", TokenFile: "/nonexistent/token"}, "smtp.auth.tokenFile"},
+		{AuthOptions{Mechanism: AuthXOAUTH2, Username: "u", TokenCommand: []string{"/nonexistent/refresh"}}, "smtp.auth.tokenCommand"},
 		{AuthOptions{Username: "u", Password: "p"}, "credentials are set but no mechanism"},
 	} {
 		o := goodOptions()

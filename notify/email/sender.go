@@ -34,7 +34,7 @@ func permanent(err error) error { return fmt.Errorf("%w: %w", errPermanent, err)
 // errors, timeouts, and failures of the connection as a whole (EHLO,
 // STARTTLS, AUTH), which say nothing about this message — dead-lettering the
 // whole queue because of one wrong password would be worse than retrying
-// it with backoff (it still ends in the dead letters after max_attempts).
+// it with backoff (it still ends in the dead letters after maxAttempts).
 func isPermanent(err error) bool {
 	if errors.Is(err, errPermanent) {
 		return true
@@ -80,7 +80,7 @@ func (s *sender) send(ctx context.Context, msg *mail.Msg) error {
 		if s.cfg.SMTP.Security == SecurityPlain && !s.cfg.SMTP.AllowInsecure {
 			if ta, ok := c.RemoteAddr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
 				_ = c.Close()
-				return nil, fmt.Errorf("plain SMTP to %s refused: not a loopback address (smtp.allow_insecure is off)", c.RemoteAddr())
+				return nil, fmt.Errorf("plain SMTP to %s refused: not a loopback address (smtp.allowInsecure is off)", c.RemoteAddr())
 			}
 		}
 		mu.Lock()

@@ -129,8 +129,8 @@ func TestPlainSMTPToRemoteHostIsRefused(t *testing.T) {
 	o := e.options()
 	o.SMTP.Host = "smtp.example.net"
 	_, err := New(o, e.st, testLogger(t))
-	if err == nil || !strings.Contains(err.Error(), "smtp.security") || !strings.Contains(err.Error(), "allow_insecure") {
-		t.Fatalf("New = %v, want a smtp.security error naming allow_insecure", err)
+	if err == nil || !strings.Contains(err.Error(), "smtp.security") || !strings.Contains(err.Error(), "allowInsecure") {
+		t.Fatalf("New = %v, want a smtp.security error naming allowInsecure", err)
 	}
 	o.SMTP.Host = "192.0.2.7"
 	if _, err := New(o, e.st, testLogger(t)); err == nil {
