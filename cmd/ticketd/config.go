@@ -25,6 +25,7 @@ type Config struct {
 	Tickets TicketsConfig `yaml:"tickets"`
 	Outbox  OutboxConfig  `yaml:"outbox"`
 	Log     LogConfig     `yaml:"log"`
+	Email   EmailConfig   `yaml:"email"`
 }
 
 // StoreConfig says where tickets live.
@@ -129,7 +130,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	if v != "" {
 		cfg.Auth.JWTSecret = v
 	}
-	return nil
+	return applyEmailEnv(&cfg.Email, getenv)
 }
 
 func secretFromEnv(getenv func(string) string, name string) (string, error) {
@@ -149,7 +150,12 @@ func secretFromEnv(getenv func(string) string, name string) (string, error) {
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("  %s: "+format, append([]any{key}, args...)...))
+		msg := fmt.Sprintf(format, args...)
+		if msg == "" { // a nested validator's line, already "key: problem"
+			errs = append(errs, fmt.Errorf("  %s", key))
+			return
+		}
+		errs = append(errs, fmt.Errorf("  %s: %s", key, msg))
 	}
 	if c.DataDir == "" {
 		bad("dataDir", "must name a directory")
@@ -201,6 +207,7 @@ func (c *Config) validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
+	c.Email.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -19,7 +19,9 @@ func TestExampleConfigIsCompleteAndValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(cfg, defaultConfig()) {
+	def := defaultConfig()
+	cfg.Email, def.Email = EmailConfig{}, EmailConfig{} // the bridges fill their own defaults; only listed here
+	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("example values differ from the defaults:\n example %+v\ndefaults %+v", cfg, defaultConfig())
 	}
 	raw, _ := os.ReadFile("../../config.example.yaml")
@@ -43,8 +45,12 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 		if name == "-" || name == "" {
 			continue
 		}
-		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == t.PkgPath() {
-			keys = append(keys, yamlKeys(f.Type, prefix+name+".")...)
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft, name = ft.Elem(), name+"[]"
+		}
+		if ft.Kind() == reflect.Struct && strings.HasPrefix(ft.PkgPath(), "github.com/ticketd/ticketd") {
+			keys = append(keys, yamlKeys(ft, prefix+name+".")...)
 			continue
 		}
 		keys = append(keys, prefix+name)
@@ -52,10 +58,19 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 	return keys
 }
 
+// hasKey looks a key path up; "name[]" descends into a list's first item.
 func hasKey(doc map[string]any, path []string) bool {
-	v, ok := doc[path[0]]
+	name, list := strings.CutSuffix(path[0], "[]")
+	v, ok := doc[name]
 	if !ok {
 		return false
+	}
+	if list {
+		items, ok := v.([]any)
+		if !ok || len(items) == 0 {
+			return false
+		}
+		v = items[0]
 	}
 	if len(path) == 1 {
 		return true
@@ -122,5 +137,36 @@ func TestEnvironmentOverridesSecrets(t *testing.T) {
 	env = map[string]string{"TICKETD_JWT_SECRET_FILE": "/nonexistent"}
 	if _, err := loadConfig("", func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "TICKETD_JWT_SECRET_FILE") {
 		t.Errorf("missing secret file: %v", err)
+	}
+}
+
+// With the bridge switched on, the example's placeholders must validate: it
+// is a working template, not just a list.
+func TestExampleEmailSectionValidatesWhenEnabled(t *testing.T) {
+	raw, err := os.ReadFile("../../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := strings.Replace(string(raw), "email:\n  enabled: false", "email:\n  enabled: true", 1)
+	if on == string(raw) {
+		t.Fatal("example has no email.enabled: false to switch")
+	}
+	env := map[string]string{"TICKETD_SMTP_PASSWORD": "smtp-pw", "TICKETD_IMAP_PASSWORD": "imap-pw"}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := loadConfig(writeFile(t, on), getenv)
+	if err != nil {
+		t.Fatalf("example with email enabled: %v", err)
+	}
+	if cfg.Email.Outbound.SMTP.Auth.Password != "smtp-pw" || cfg.Email.Inbound.Accounts[0].Password != "imap-pw" {
+		t.Errorf("mail passwords not taken from the environment")
+	}
+	broken := strings.Replace(on, "host: smtp.example.com", `host: ""`, 1)
+	broken = strings.Replace(broken, "security: starttls", "security: carrier-pigeon", 1)
+	broken = strings.Replace(broken, "tls: tls", "tls: sometimes", 1)
+	_, err = loadConfig(writeFile(t, broken), getenv)
+	for _, key := range []string{"email.outbound.smtp.host", "email.outbound.smtp.security", "email.inbound.accounts[0].tls"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not name %s: %v", key, err)
+		}
 	}
 }

@@ -97,7 +97,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var workers sync.WaitGroup
-	sinks := []string{} // notifiers register their sink names here
+	sinks, err := startEmail(workCtx, &workers, cfg.Email, st, secret, log)
+	if err != nil {
+		return err
+	}
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
 		return st.RunRelay(ctx, sinks, cfg.Outbox.SweepInterval)
 	})

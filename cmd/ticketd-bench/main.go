@@ -1,0 +1,393 @@
+// Command ticketd-bench measures the store and the API on this machine and
+// prints the figures quoted in BENCHMARKS.md. Every scenario measures its
+// baseline in the same run, so the ratios hold even when absolute times
+// drift on a shared machine.
+//
+//	go run ./cmd/ticketd-bench [-scenario all|update|reply|fetch] [-small 1000] [-large 20000]
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	_ "modernc.org/sqlite"
+
+	"github.com/ticketd/ticketd/api"
+	"github.com/ticketd/ticketd/store"
+)
+
+func main() {
+	scenario := flag.String("scenario", "all", "all, update, reply or fetch")
+	small := flag.Int("small", 1000, "tickets in the small store")
+	large := flag.Int("large", 20000, "tickets in the large store")
+	ops := flag.Int("ops", 500, "measured operations per figure")
+	flag.Parse()
+	ctx := context.Background()
+	b := &bench{small: *small, large: *large, ops: *ops}
+	var err error
+	switch *scenario {
+	case "all":
+		if err = b.updateScaling(ctx); err == nil {
+			if err = b.replyThroughput(ctx); err == nil {
+				err = b.fetchLatency(ctx)
+			}
+		}
+	case "update":
+		err = b.updateScaling(ctx)
+	case "reply":
+		err = b.replyThroughput(ctx)
+	case "fetch":
+		err = b.fetchLatency(ctx)
+	default:
+		err = fmt.Errorf("unknown scenario %q", *scenario)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketd-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type bench struct{ small, large, ops int }
+
+// openStore opens a fresh embedded store holding n tickets.
+func openStore(ctx context.Context, n int) (*store.Store, string, func(), error) {
+	dir, err := os.MkdirTemp("", "ticketd-bench-")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	st, err := store.Open(ctx, store.OpenOptions{DataDir: dir, Database: "bench",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	cleanup := func() { st.Close(ctx); os.RemoveAll(dir) }
+	if err := populate(ctx, st, n); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return st, dir, cleanup, nil
+}
+
+// populate inserts n realistic tickets (two responses, three log lines,
+// ten teams) in batches through the driver: creating them one by one
+// through the store would measure the set-up, not the figure.
+func populate(ctx context.Context, st *store.Store, n int) error {
+	col := st.Database().Collection("tickets")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	batch := make([]any, 0, 500)
+	for i := 0; i < n; i++ {
+		id, cust, agent := bson.NewObjectID(), bson.NewObjectID(), bson.NewObjectID()
+		at := now.Add(-time.Duration(n-i) * time.Minute)
+		t := store.Ticket{
+			ID: id, CreatorID: cust, CreatorType: store.CreatorCustomer, Category: "Support",
+			Subject:     fmt.Sprintf("Printer %d does not print", i),
+			Description: strings.Repeat("The printer on the second floor shows error E42 again. ", 4),
+			Priority:    store.PriorityLow, Status: store.StatusOpen, CreatedAt: at, UpdatedAt: at, V: 2,
+			RefID: int64(i + 1), TeamID: fmt.Sprintf("team-%d", i%10), Source: store.SourceAPI, SourceKey: "api:" + id.Hex(),
+			Response: []store.Response{
+				{ID: bson.NewObjectID(), CreatorID: agent, CreatorType: store.CreatorAdmin, Description: "We are looking into it.", CreatedAt: at, UpdatedAt: at},
+				{ID: bson.NewObjectID(), CreatorID: cust, CreatorType: store.CreatorCustomer, Description: "Thanks, still broken.", CreatedAt: at, UpdatedAt: at},
+			},
+			Logs: []store.LogEntry{
+				{ID: bson.NewObjectID(), TicketID: id, ActionTaken: "Ticket created", ActionBy: cust.Hex(), ActionByType: store.CreatorCustomer, ActionAt: at},
+				{ID: bson.NewObjectID(), TicketID: id, ActionTaken: "Response added by admin", ActionBy: agent.Hex(), ActionByType: store.CreatorAdmin, ActionAt: at},
+				{ID: bson.NewObjectID(), TicketID: id, ActionTaken: "Response added by customer", ActionBy: cust.Hex(), ActionByType: store.CreatorCustomer, ActionAt: at},
+			},
+			Outbox: []store.Event{},
+		}
+		batch = append(batch, t)
+		if len(batch) == cap(batch) || i == n-1 {
+			if _, err := col.InsertMany(ctx, batch); err != nil {
+				return fmt.Errorf("populate: %w", err)
+			}
+			batch = batch[:0]
+		}
+	}
+	return nil
+}
+
+func ticketIDs(ctx context.Context, st *store.Store) ([]bson.ObjectID, error) {
+	cur, err := st.Database().Collection("tickets").Find(ctx, bson.D{})
+	if err != nil {
+		return nil, err
+	}
+	var docs []struct {
+		ID bson.ObjectID `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	ids := make([]bson.ObjectID, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+	}
+	return ids, nil
+}
+
+// dropIDFix removes the lookup index the store adds, to measure the
+// embedded server as it comes.
+func dropIDFix(ctx context.Context, dir string) error {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "bench.sqlite")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var table string
+	if err := db.QueryRowContext(ctx, `SELECT table_name FROM _ferretdb_collections WHERE name = 'tickets'`).Scan(&table); err != nil {
+		return err
+	}
+	_, err = db.ExecContext(ctx, fmt.Sprintf(`DROP INDEX %q`, table+"_ticketd_id_lookup"))
+	return err
+}
+
+type stats struct{ p50, p99 time.Duration }
+
+func summarize(d []time.Duration) stats {
+	slices.Sort(d)
+	return stats{p50: d[len(d)/2], p99: d[(len(d)*99)/100]}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// updateScaling: median UpdateTicket latency at the small and the large
+// size, with the store's index fix and without it.
+func (b *bench) updateScaling(ctx context.Context) error {
+	fmt.Printf("## Update cost against store size (embedded store, %d updates each)\n\n", b.ops)
+	fmt.Println("| tickets | index fix | p50 | p99 |")
+	fmt.Println("|---:|---|---:|---:|")
+	medians := map[string]time.Duration{}
+	for _, n := range []int{b.small, b.large} {
+		st, dir, cleanup, err := openStore(ctx, n)
+		if err != nil {
+			return err
+		}
+		ids, err := ticketIDs(ctx, st)
+		if err != nil {
+			cleanup()
+			return err
+		}
+		for _, fixed := range []bool{true, false} {
+			if !fixed {
+				if err := dropIDFix(ctx, dir); err != nil {
+					cleanup()
+					return fmt.Errorf("drop index: %w", err)
+				}
+			}
+			ops := b.ops
+			if !fixed {
+				ops = min(ops, 100) // the unfixed store is slow; 100 is enough for a median
+			}
+			d := make([]time.Duration, 0, ops)
+			for i := 0; i < ops; i++ {
+				p := store.Priorities[i%len(store.Priorities)]
+				id := ids[rand.IntN(len(ids))]
+				start := time.Now()
+				if _, err := st.UpdateTicket(ctx, id, store.AllTickets, store.TicketUpdate{Priority: &p}, store.Actor{Type: store.CreatorAdmin, ID: bson.NewObjectID()}); err != nil {
+					cleanup()
+					return err
+				}
+				d = append(d, time.Since(start))
+			}
+			s := summarize(d)
+			medians[fmt.Sprint(n, fixed)] = s.p50
+			fmt.Printf("| %d | %v | %s | %s |\n", n, map[bool]string{true: "yes", false: "no (as shipped)"}[fixed], ms(s.p50), ms(s.p99))
+		}
+		cleanup()
+	}
+	fmt.Printf("\nRatio of medians, %d vs %d tickets: with the fix %.2fx (target <= 1.5x), without %.2fx\n\n",
+		b.large, b.small,
+		float64(medians[fmt.Sprint(b.large, true)])/float64(medians[fmt.Sprint(b.small, true)]),
+		float64(medians[fmt.Sprint(b.large, false)])/float64(medians[fmt.Sprint(b.small, false)]))
+	return nil
+}
+
+// serveAPI runs the real API over a store on a loopback port.
+func serveAPI(st *store.Store) (string, []byte, func(), error) {
+	secret := []byte("bench-secret-0123456789abcdef0123")
+	a, err := api.New(st, api.Options{JWTSecret: secret}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	srv := &http.Server{Handler: a.Handler()}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), secret, func() { srv.Close() }, nil
+}
+
+// replyThroughput: 16 clients adding responses through the HTTP API, against
+// 16 goroutines doing the raw driver's $push of the same response on the
+// same store, same tickets.
+func (b *bench) replyThroughput(ctx context.Context) error {
+	const clients, tickets = 16, 64
+	per := max(b.ops/clients, 20)
+	st, _, cleanup, err := openStore(ctx, tickets)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ids, err := ticketIDs(ctx, st)
+	if err != nil {
+		return err
+	}
+	base, secret, stop, err := serveAPI(st)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	tok, _ := api.NewToken(secret, bson.NewObjectID(), api.RoleAdmin, "", time.Hour, time.Now())
+	body, _ := json.Marshal(map[string]string{"description": "We are looking into your issue and will update you soon."})
+	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+
+	viaAPI := func(i int) error {
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/ticket/admin-create-reply?id="+ids[i%len(ids)].Hex(), bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("reply: %d", res.StatusCode)
+		}
+		return nil
+	}
+	col := st.Database().Collection("tickets")
+	agent := bson.NewObjectID()
+	viaDriver := func(i int) error {
+		now := time.Now().UTC()
+		r := store.Response{ID: bson.NewObjectID(), CreatorID: agent, CreatorType: store.CreatorAdmin,
+			Description: "We are looking into your issue and will update you soon.", CreatedAt: now, UpdatedAt: now}
+		return col.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: ids[i%len(ids)]}}, bson.D{
+			{Key: "$push", Value: bson.D{{Key: "response", Value: r}}},
+			{Key: "$set", Value: bson.D{{Key: "updatedAt", Value: now}}},
+			{Key: "$inc", Value: bson.D{{Key: "__v", Value: 1}}},
+		}).Err()
+	}
+	run := func(op func(int) error) (float64, error) {
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		start := time.Now()
+		for c := 0; c < clients; c++ {
+			wg.Add(1)
+			go func(c int) {
+				defer wg.Done()
+				for j := 0; j < per; j++ {
+					if err := op(c*per + j); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}(c)
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return 0, err
+		}
+		return float64(clients*per) / time.Since(start).Seconds(), nil
+	}
+	// Warm both paths, then alternate three rounds each and keep the medians.
+	if _, err := run(viaDriver); err != nil {
+		return err
+	}
+	if _, err := run(viaAPI); err != nil {
+		return err
+	}
+	var apiRates, rawRates []float64
+	for round := 0; round < 3; round++ {
+		r, err := run(viaDriver)
+		if err != nil {
+			return err
+		}
+		rawRates = append(rawRates, r)
+		a, err := run(viaAPI)
+		if err != nil {
+			return err
+		}
+		apiRates = append(apiRates, a)
+	}
+	slices.Sort(apiRates)
+	slices.Sort(rawRates)
+	fmt.Printf("## Reply throughput, %d concurrent clients, %d tickets, %d replies per round (embedded store)\n\n", clients, tickets, clients*per)
+	fmt.Println("| path | replies/s (median of 3 rounds) |")
+	fmt.Println("|---|---:|")
+	fmt.Printf("| raw driver $push (baseline) | %.0f |\n", rawRates[1])
+	fmt.Printf("| POST /api/ticket/admin-create-reply | %.0f |\n", apiRates[1])
+	fmt.Printf("\nRatio API / raw driver: %.2f (target >= 0.7)\n\n", apiRates[1]/rawRates[1])
+	return nil
+}
+
+// fetchLatency: GET admin-fetch and a customer's team fetch (first page of
+// 50) at the small and the large size, through HTTP.
+func (b *bench) fetchLatency(ctx context.Context) error {
+	reqs := min(b.ops, 200)
+	fmt.Printf("## Fetch latency through HTTP, first page of 50 (embedded store, %d requests each)\n\n", reqs)
+	fmt.Println("| tickets | route | p50 | p99 |")
+	fmt.Println("|---:|---|---:|---:|")
+	for _, n := range []int{b.small, b.large} {
+		st, _, cleanup, err := openStore(ctx, n)
+		if err != nil {
+			return err
+		}
+		base, secret, stop, err := serveAPI(st)
+		if err != nil {
+			cleanup()
+			return err
+		}
+		adm, _ := api.NewToken(secret, bson.NewObjectID(), api.RoleAdmin, "", time.Hour, time.Now())
+		cust, _ := api.NewToken(secret, bson.NewObjectID(), api.RoleCustomer, "team-3", time.Hour, time.Now())
+		for _, c := range []struct{ path, tok string }{
+			{"/api/ticket/admin-fetch", adm},
+			{"/api/ticket/fetch", cust},
+		} {
+			d := make([]time.Duration, 0, reqs)
+			for i := 0; i < reqs; i++ {
+				req, _ := http.NewRequestWithContext(ctx, "GET", base+c.path, nil)
+				req.Header.Set("Authorization", "Bearer "+c.tok)
+				start := time.Now()
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					stop()
+					cleanup()
+					return err
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				d = append(d, time.Since(start))
+				if res.StatusCode != 200 {
+					stop()
+					cleanup()
+					return fmt.Errorf("%s: %d", c.path, res.StatusCode)
+				}
+			}
+			s := summarize(d)
+			fmt.Printf("| %d | GET %s | %s | %s |\n", n, c.path, ms(s.p50), ms(s.p99))
+		}
+		stop()
+		cleanup()
+	}
+	fmt.Println()
+	return nil
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	emailin "github.com/ticketd/ticketd/ingest/email"
+	"github.com/ticketd/ticketd/internal/replytoken"
+	emailout "github.com/ticketd/ticketd/notify/email"
+	"github.com/ticketd/ticketd/store"
+)
+
+// Proven here, where every package is known: the store is what the email
+// bridge needs in both directions.
+var (
+	_ emailin.Store        = (*store.Store)(nil)
+	_ emailout.OutboxStore = (*store.Store)(nil)
+)
+
+// EmailConfig configures the email bridge: IMAP in, SMTP out.
+type EmailConfig struct {
+	// Enabled turns the bridge on; the other keys are checked only then.
+	Enabled bool `yaml:"enabled"`
+	// Address is the support address customers write to. Replies carry a
+	// signed token on it (support+TOKEN@example.com); it is the default of
+	// outbound.from, outbound.replyTo and inbound.replyBaseAddress, and mail
+	// from it never opens a ticket.
+	Address  string           `yaml:"address"`
+	Inbound  emailin.Options  `yaml:"inbound"`
+	Outbound emailout.Options `yaml:"outbound"`
+}
+
+// completeEmail fills the defaults that depend on email.address.
+func (e *EmailConfig) complete() {
+	if e.Address == "" {
+		return
+	}
+	if e.Outbound.From == "" {
+		e.Outbound.From = e.Address
+	}
+	if e.Outbound.ReplyTo == "" {
+		e.Outbound.ReplyTo = e.Address
+	}
+	if e.Inbound.ReplyBaseAddress == "" {
+		e.Inbound.ReplyBaseAddress = e.Address
+	}
+}
+
+// validate checks the bridge's settings with each side's own validator and
+// puts the key paths of this file in front of their messages.
+func (e *EmailConfig) validate(bad func(key, format string, args ...any)) {
+	if !e.Enabled {
+		return
+	}
+	if e.Address == "" || !strings.Contains(e.Address, "@") {
+		bad("email.address", "must be the support address, like support@example.com, got %q", e.Address)
+	}
+	c := *e
+	c.complete()
+	c.Outbound.Signer = replytoken.New([]byte("validation only"))
+	for prefix, err := range map[string]error{"email.inbound.": c.Inbound.Validate(), "email.outbound.": c.Outbound.Validate()} {
+		for _, line := range errLines(err) {
+			bad(prefix+strings.TrimSpace(line), "%s", "")
+		}
+	}
+}
+
+func errLines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// applyEmailEnv takes the mail passwords from the environment.
+func applyEmailEnv(e *EmailConfig, getenv func(string) string) error {
+	smtp, err := secretFromEnv(getenv, "TICKETD_SMTP_PASSWORD")
+	if err != nil {
+		return err
+	}
+	if smtp != "" {
+		e.Outbound.SMTP.Auth.Password = smtp
+	}
+	imap, err := secretFromEnv(getenv, "TICKETD_IMAP_PASSWORD")
+	if err != nil {
+		return err
+	}
+	for i := range e.Inbound.Accounts {
+		if imap != "" && e.Inbound.Accounts[i].Password == "" {
+			e.Inbound.Accounts[i].Password = imap
+		}
+	}
+	return nil
+}
+
+// replySecret derives the reply-token key from the JWT secret, so an
+// operator manages one secret; rotating it only makes old reply addresses
+// fall back to Message-ID threading.
+func replySecret(jwtSecret []byte) []byte {
+	m := hmac.New(sha256.New, jwtSecret)
+	m.Write([]byte("ticketd reply tokens"))
+	return m.Sum(nil)
+}
+
+// startEmail starts the inbound source and the outbound notifier as
+// workers and returns the sink the relay must queue deliveries for.
+func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger) ([]string, error) {
+	if !cfg.Enabled {
+		return nil, nil
+	}
+	cfg.complete()
+	signer := replytoken.New(replySecret(secret))
+	out := cfg.Outbound
+	out.Signer = signer
+	notifier, err := emailout.New(out, st, log)
+	if err != nil {
+		return nil, fmt.Errorf("email.outbound: %w", err)
+	}
+	in := cfg.Inbound
+	in.ReplySigner = signer
+	in.Logger = log
+	in.OwnAddresses = append(append([]string{}, in.OwnAddresses...), cfg.Address, out.From)
+	source, err := emailin.New(st, in)
+	if err != nil {
+		return nil, fmt.Errorf("email.inbound: %w", err)
+	}
+	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
+	runWorker(ctx, wg, log, "email-inbound", source.Run)
+	return []string{emailout.Sink}, nil
+}
