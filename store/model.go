@@ -139,7 +139,9 @@ type Attachment struct {
 	Filename    string        `bson:"filename"`
 	ContentType string        `bson:"contentType"`
 	Size        int64         `bson:"size"`
-	Inline      bool          `bson:"inline,omitempty"`
+	// Inline marks an image shown in the body. Its key is not "inline":
+	// the driver reads a tag named inline as its inline option.
+	Inline bool `bson:"isInline,omitempty"`
 }
 
 // LogEntry is one line of a ticket's audit log (seed 003 field names).

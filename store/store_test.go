@@ -517,3 +517,28 @@ func TestMessageIDsRecordedWithTheWrite(t *testing.T) {
 		}
 	}
 }
+
+func TestAttachmentsAreStoredOnceAndScoped(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	tk := newTicket(t, s, "team-a", "with a file")
+	f := store.AttachmentFile{
+		Attachment: store.Attachment{ID: bson.NewObjectID(), Filename: "screen.png", ContentType: "image/png", Inline: true},
+		TicketID:   tk.ID, Data: []byte("\x89PNG fake"),
+	}
+	for i := 0; i < 2; i++ { // a re-read message saves its files again: no-op
+		if err := s.SaveAttachment(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Attachment(ctx, f.ID, store.TeamScope("team-a"))
+	if err != nil || string(got.Data) != "\x89PNG fake" || got.Size != 9 || !got.Inline || got.Filename != "screen.png" {
+		t.Fatalf("attachment: %+v %v", got, err)
+	}
+	if _, err := s.Attachment(ctx, f.ID, store.TeamScope("team-b")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("other team read an attachment: %v", err)
+	}
+	if n, _ := s.Database().Collection("attachments").CountDocuments(ctx, bson.D{}); n != 1 {
+		t.Errorf("%d stored copies", n)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,17 +17,28 @@ import (
 	"time"
 )
 
+// testLog shows the daemon's log lines with the test's output, on failure.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
 // startServe runs `ticketd serve` in-process with a config for dir and
 // returns its base URL and a stop function that returns serve's error.
 func startServe(t *testing.T, dir string) (string, func() error) {
 	t.Helper()
 	cfgPath := filepath.Join(dir, "ticketd.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data"))), 0o600)
+	if _, err := os.Stat(cfgPath); err != nil { // a test may have written its own
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data"))), 0o600)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- cmdServe(ctx, []string{"-config", cfgPath}, io.Discard, noEnv, &serveHooks{listening: func(a string) { addr <- a }})
+		done <- cmdServe(ctx, []string{"-config", cfgPath}, testLog{t}, noEnv, &serveHooks{listening: func(a string) { addr <- a }})
 	}()
 	select {
 	case a := <-addr:
