@@ -236,7 +236,7 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 		return Result{}, err
 	}
 	if !ticket.IsZero() {
-		res, err := d.reply(ctx, msg, key, from, ticket, how)
+		res, err := d.reply(ctx, msg, key, from, known, ticket, how)
 		if !errors.Is(err, store.ErrNotFound) {
 			return res, err
 		}
@@ -249,7 +249,7 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 	if !d.rl.allow(from) {
 		return d.ignore(ctx, in, msg, key, fmt.Sprintf("%s: over %d new tickets per hour from this sender", ReasonRateLimit, d.o.RateLimitPerHour), log)
 	}
-	res, err := d.open(ctx, msg, key, from)
+	res, err := d.open(ctx, msg, key, from, known)
 	if err != nil || res.Duplicate {
 		d.rl.refund(from)
 	}
@@ -442,11 +442,24 @@ func (d *deliverer) fileNotes(msg *Message) string {
 	return "\n\n" + strings.Join(notes, "\n")
 }
 
-// reply adds the message to a ticket.
-func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, ticket bson.ObjectID, how string) (Result, error) {
+// customer returns the sender's customer record, creating it (in the team
+// of its domain, else a personal one) when known is nil.
+func (d *deliverer) customer(ctx context.Context, msg *Message, from string, known *store.Customer) (*store.Customer, error) {
+	if known != nil {
+		return known, nil
+	}
 	cust, _, err := d.w.FindOrCreateCustomer(ctx, from, msg.From.Name, d.o.DomainTeams[domainOf(from)])
 	if err != nil {
-		return Result{}, fmt.Errorf("find customer %s: %w", from, err)
+		return nil, fmt.Errorf("find customer %s: %w", from, err)
+	}
+	return cust, nil
+}
+
+// reply adds the message to a ticket.
+func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, known *store.Customer, ticket bson.ObjectID, how string) (Result, error) {
+	cust, err := d.customer(ctx, msg, from, known)
+	if err != nil {
+		return Result{}, err
 	}
 	atts, note, err := d.saveFiles(ctx, msg, key, ticket)
 	if err != nil {
@@ -476,10 +489,10 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, t
 
 // open opens a ticket. NewTicket carries no attachments: the files are
 // stored with the ticket's id (store.AttachmentFile.TicketID).
-func (d *deliverer) open(ctx context.Context, msg *Message, key, from string) (Result, error) {
-	cust, _, err := d.w.FindOrCreateCustomer(ctx, from, msg.From.Name, d.o.DomainTeams[domainOf(from)])
+func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, known *store.Customer) (Result, error) {
+	cust, err := d.customer(ctx, msg, from, known)
 	if err != nil {
-		return Result{}, fmt.Errorf("find customer %s: %w", from, err)
+		return Result{}, err
 	}
 	subject := strings.TrimSpace(msg.Subject)
 	if subject == "" {

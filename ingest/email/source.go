@@ -498,6 +498,9 @@ type worker struct {
 	// healthy is set once a session got through a full pass; it resets the
 	// backoff.
 	healthy bool
+	// savedUID is the LastUID last written to the store, at savedAt.
+	savedUID uint32
+	savedAt  time.Time
 }
 
 func (w *worker) poke() {
@@ -677,6 +680,12 @@ func (w *worker) session(ctx context.Context) error {
 			return fmt.Errorf("save state of %s: %w", w.id, err)
 		}
 	}
+	w.savedUID, w.savedAt = st.LastUID, time.Now()
+	defer func() {
+		if err := w.flush(ctx, &st); err != nil {
+			w.log.Warn("could not save the read position; the last messages will be read again (and recognized)", "err", err)
+		}
+	}()
 	idle := w.src.opts.idle() && (c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2))
 	w.log.Debug("mailbox selected", "uidValidity", sel.UIDValidity, "lastUid", st.LastUID, "idle", idle)
 	for {
@@ -750,7 +759,7 @@ func (w *worker) drain(ctx context.Context, c *imapclient.Client, st *store.Mail
 			return err
 		}
 		if len(metas) == 0 {
-			return nil
+			return w.flush(ctx, st)
 		}
 		for _, m := range metas {
 			if ctx.Err() != nil {
@@ -840,13 +849,35 @@ func (w *worker) storeFailed(err error, uid uint32) error {
 	return fmt.Errorf("store message uid %d of %s (will retry): %w", uid, w.id, err)
 }
 
+// The read position is saved after every stateSaveEvery messages, after
+// stateSaveInterval, whenever a mailbox is caught up, and when a session
+// ends. It never runs ahead of what is stored and acknowledged; after a
+// crash at most stateSaveEvery messages are read again, and recognized.
+const (
+	stateSaveEvery    = 16
+	stateSaveInterval = 2 * time.Second
+)
+
+// advance records that every message up to uid is stored and acknowledged.
 func (w *worker) advance(ctx context.Context, st *store.MailboxState, uid uint32) error {
-	next := *st
-	next.LastUID = uid
-	if err := w.src.st.SaveMailboxState(ctx, next); err != nil {
+	st.LastUID = uid
+	if st.LastUID-w.savedUID >= stateSaveEvery || time.Since(w.savedAt) >= stateSaveInterval {
+		return w.flush(ctx, st)
+	}
+	return nil
+}
+
+// flush saves the read position if it moved.
+func (w *worker) flush(ctx context.Context, st *store.MailboxState) error {
+	if st.LastUID == w.savedUID {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := w.src.st.SaveMailboxState(ctx, *st); err != nil {
 		return fmt.Errorf("save state of %s: %w", w.id, err)
 	}
-	*st = next
+	w.savedUID, w.savedAt = st.LastUID, time.Now()
 	return nil
 }
 
