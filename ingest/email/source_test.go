@@ -417,13 +417,71 @@ func TestUIDValidityChangeRescansWithoutDuplicates(t *testing.T) {
 type faultyStore struct {
 	*store.Store
 	failCreates atomic.Int32
+	// refuse fails every CreateTicket for this subject with a non-outage
+	// error, as a document the database will never accept would.
+	refuse string
+	// started, when set, is closed when the first CreateTicket begins,
+	// which then takes slow to finish.
+	started chan struct{}
+	slow    time.Duration
 }
 
 func (f *faultyStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
+	if f.started != nil {
+		select {
+		case <-f.started:
+		default:
+			close(f.started)
+			time.Sleep(f.slow)
+		}
+	}
+	if in.Subject == f.refuse {
+		return nil, false, errors.New("document too large")
+	}
 	if f.failCreates.Add(-1) >= 0 {
 		return nil, false, errors.Join(store.ErrUnavailable, errors.New("connection refused"))
 	}
 	return f.Store.CreateTicket(ctx, in)
+}
+
+func TestStoreKeepsRefusingQuarantines(t *testing.T) {
+	h := startIMAP(t, imapOpts{})
+	st := newStore(t)
+	fs := &faultyStore{Store: st, refuse: "Never accepted"}
+	h.appendMail("INBOX", testMail{subject: "Never accepted"}.bytes())
+	h.appendMail("INBOX", testMail{subject: "Behind the refused one"}.bytes())
+	o := h.baseOptions(t)
+	o.MaxDeliveryAttempts = 3
+	src := startSource(t, fs, o)
+	ticketWithSubject(t, st, "Behind the refused one")
+	q := quarantined(t, st)
+	if len(q) != 1 || !strings.Contains(q[0].Reason, "document too large") {
+		t.Fatalf("quarantine = %+v", q)
+	}
+	if s := src.Stats(); s.StoreErrors != 2 {
+		t.Errorf("stats = %+v, want 2 failed attempts before the quarantine", s)
+	}
+}
+
+func TestShutdownFinishesMessageInFlight(t *testing.T) {
+	h := startIMAP(t, imapOpts{})
+	st := newStore(t)
+	fs := &faultyStore{Store: st, started: make(chan struct{}), slow: 300 * time.Millisecond}
+	uid := h.appendMail("INBOX", testMail{subject: "In flight at shutdown"}.bytes())
+	h.appendMail("INBOX", testMail{subject: "Left for the next run"}.bytes())
+	src := startSource(t, fs, h.baseOptions(t))
+	<-fs.started
+	src.stop(t) // cancels while the ticket is being written
+	if n := ticketCount(t, st); n != 1 {
+		t.Fatalf("%d tickets after shutdown, want the one in flight", n)
+	}
+	if !hasFlag(h.flags("INBOX", uid), imap.FlagSeen) {
+		t.Error("the message in flight was not acknowledged")
+	}
+	ms, err := st.MailboxState(context.Background(), inboxState)
+	if err != nil || ms.LastUID != uint32(uid) {
+		t.Errorf("state = %+v, %v; want lastUid %d", ms, err, uid)
+	}
 }
 
 func TestStoreOutageDoesNotAdvance(t *testing.T) {
