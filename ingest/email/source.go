@@ -641,10 +641,27 @@ func (w *worker) session(ctx context.Context) error {
 	defer c.Close()
 	// The message in flight may finish after ctx is cancelled; the
 	// connection is closed after ShutdownGrace whatever happens.
+	var (
+		graceMu sync.Mutex
+		grace   *time.Timer
+		ended   bool
+	)
 	stop := context.AfterFunc(ctx, func() {
-		time.AfterFunc(w.src.opts.ShutdownGrace, func() { c.Close() })
+		graceMu.Lock()
+		defer graceMu.Unlock()
+		if !ended {
+			grace = time.AfterFunc(w.src.opts.ShutdownGrace, func() { c.Close() })
+		}
 	})
-	defer stop()
+	defer func() {
+		stop()
+		graceMu.Lock()
+		ended = true
+		if grace != nil {
+			grace.Stop()
+		}
+		graceMu.Unlock()
+	}()
 
 	for _, m := range []string{w.acct.ProcessedMailbox, w.acct.QuarantineMailbox} {
 		if m != "" {
