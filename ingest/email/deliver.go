@@ -26,7 +26,6 @@ type TicketWriter interface {
 	Ticket(ctx context.Context, id bson.ObjectID, scope store.Scope) (*store.Ticket, error)
 	TicketByRef(ctx context.Context, ref int64, scope store.Scope) (*store.Ticket, error)
 	TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error)
-	AddMessageID(ctx context.Context, ticket bson.ObjectID, messageID string) error
 	CustomerByEmail(ctx context.Context, email string) (*store.Customer, error)
 	FindOrCreateCustomer(ctx context.Context, email, name, team string) (*store.Customer, bool, error)
 	SaveAttachment(ctx context.Context, f store.AttachmentFile) error
@@ -88,28 +87,10 @@ type deliverer struct {
 
 	own                   map[string]bool
 	baseLocal, baseDomain string
-
-	// filesOK is false when the store cannot encode attachments at all
-	// (see storeEncodesAttachments); files are then left out with a note
-	// instead of failing every message that carries one.
-	filesOK bool
-}
-
-// storeEncodesAttachments probes whether store.AttachmentFile can be
-// written. With mongo-driver v2, a field tagged `bson:"inline,..."` is read
-// as the inline option, which breaks store.Attachment.Inline; until the store
-// renames that key, storing files would fail every message with one.
-func storeEncodesAttachments() error {
-	_, err := bson.Marshal(store.AttachmentFile{})
-	return err
 }
 
 func newDeliverer(w TicketWriter, o *Options, log *slog.Logger, c *counters) *deliverer {
-	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}, filesOK: true}
-	if err := storeEncodesAttachments(); err != nil {
-		d.filesOK = false
-		log.Error("the store cannot encode attachments; mail attachments will be left out (noted in the text) until it is fixed", "err", err)
-	}
+	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}}
 	limit := o.RateLimitPerHour
 	d.rl = newRateLimiter(limit, time.Hour, o.Now)
 	for _, a := range o.OwnAddresses {
@@ -406,7 +387,7 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, tic
 		return nil
 	}
 	for i, p := range msg.Attachments {
-		if !d.filesOK || p.Data == nil {
+		if p.Data == nil {
 			continue // fileNotes tells
 		}
 		name := p.Filename
@@ -417,7 +398,7 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, tic
 			return nil, "", err
 		}
 	}
-	if full := strings.TrimSpace(msg.FullText); d.filesOK && full != "" && full != strings.TrimSpace(msg.Text) {
+	if full := strings.TrimSpace(msg.FullText); full != "" && full != strings.TrimSpace(msg.Text) {
 		if err := save("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText)); err != nil {
 			return nil, "", err
 		}
@@ -429,10 +410,7 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, tic
 func (d *deliverer) fileNotes(msg *Message) string {
 	var notes []string
 	for _, p := range msg.Attachments {
-		switch {
-		case !d.filesOK:
-			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: the store cannot save attachments]", p.Filename, p.Size))
-		case p.Data == nil:
+		if p.Data == nil {
 			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
 		}
 	}
@@ -471,12 +449,10 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
 		Attachments: atts,
+		MessageID:   msg.MessageID, // later replies thread under it
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("add response to %s: %w", ticket.Hex(), err)
-	}
-	if err := d.w.AddMessageID(ctx, ticket, msg.MessageID); err != nil {
-		return Result{}, fmt.Errorf("thread message id: %w", err)
 	}
 	if added {
 		d.c.responses.Add(1)
@@ -509,15 +485,13 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
+		MessageID:   msg.MessageID, // later replies thread under it
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("create ticket: %w", err)
 	}
 	if _, _, err := d.saveFiles(ctx, msg, key, t.ID); err != nil {
 		return Result{}, err
-	}
-	if err := d.w.AddMessageID(ctx, t.ID, msg.MessageID); err != nil {
-		return Result{}, fmt.Errorf("thread message id: %w", err)
 	}
 	if created {
 		d.c.tickets.Add(1)
