@@ -71,6 +71,7 @@ func (s *Store) AddMessageID(ctx context.Context, ticket bson.ObjectID, messageI
 	}
 	unlock := s.locks.lock(ticket) // the embedded server's updates are read-modify-write
 	defer unlock()
+	s.recent.drop(ticket)
 	_, err := s.tickets.UpdateOne(ctx, bson.D{{Key: "_id", Value: ticket}},
 		bson.D{{Key: "$addToSet", Value: bson.D{{Key: "messageIds", Value: header}}}})
 	if err != nil {

@@ -60,8 +60,9 @@ type Store struct {
 	outbox    *mongo.Collection
 
 	locks     stripedLock
-	counterMu sync.Mutex // serializes refId allocation on the embedded server
-	claimMu   sync.Mutex // serializes outbox claims on the embedded server
+	recent    *recentTickets // nil unless serialized; see cache.go
+	counterMu sync.Mutex     // serializes refId allocation on the embedded server
+	claimMu   sync.Mutex     // serializes outbox claims on the embedded server
 
 	// pending receives the id of every ticket that gained outbox events, so
 	// the relay can move them without scanning.
@@ -94,6 +95,9 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.serial {
+		s.recent = newRecentTickets(1024)
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -117,6 +121,13 @@ type indexSpec struct {
 	keys   bson.D
 	unique bool
 }
+
+// needed says whether this deployment gets the index. The embedded server
+// answers every query but a lookup by _id with a scan, so there a
+// non-unique index only costs: SQLite re-parses the whole document for each
+// index expression on every write. Unique indexes enforce invariants and
+// are kept everywhere.
+func (i indexSpec) needed(serialized bool) bool { return i.unique || !serialized }
 
 func (s *Store) ensureIndexes(ctx context.Context) error {
 	asc := func(k string) bson.E { return bson.E{Key: k, Value: 1} }
@@ -144,7 +155,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		}
 		var missing []mongo.IndexModel
 		for _, spec := range specs {
-			if !have[spec.name] {
+			if spec.needed(s.serial) && !have[spec.name] {
 				missing = append(missing, mongo.IndexModel{Keys: spec.keys, Options: options.Index().SetName(spec.name).SetUnique(spec.unique)})
 			}
 		}
@@ -155,13 +166,13 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			return fmt.Errorf("create indexes on %s: %w", col.Name(), classify(err))
 		}
 	}
-	// Collections without secondary indexes must exist too, so that the
-	// embedded server's _id index fix sees them.
-	for _, col := range []*mongo.Collection{s.counters, s.keys, s.col(colMailboxes), s.col(colAttachments)} {
-		err := s.db.CreateCollection(ctx, col.Name())
+	// Every collection must exist, with or without secondary indexes, so
+	// that the embedded server's _id index fix sees them all.
+	for _, name := range Collections() {
+		err := s.db.CreateCollection(ctx, name)
 		var ce mongo.CommandError
 		if err != nil && !(errors.As(err, &ce) && ce.Code == 48) { // 48: NamespaceExists
-			return fmt.Errorf("create collection %s: %w", col.Name(), classify(err))
+			return fmt.Errorf("create collection %s: %w", name, classify(err))
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -120,6 +121,7 @@ func TestAddResponseAppendsAndReopensFinishedTicket(t *testing.T) {
 	if tk.Status != store.StatusOpen || tk.V != 3 {
 		t.Errorf("customer reply on resolved: status=%s __v=%d, want open and 3", tk.Status, tk.V)
 	}
+	tk, _ = s.Ticket(ctx, tk.ID, store.AllTickets) // with its history
 	last := tk.Logs[len(tk.Logs)-1].ActionTaken
 	if last != "Status changed from resolved to open (reopened by customer reply)" {
 		t.Errorf("reopen not logged; last log %q", last)
@@ -171,6 +173,7 @@ func TestUpdateTicketLogsEachChangeAndSkipsNoOps(t *testing.T) {
 	if got.Status != st || got.Priority != pr || got.Category != cat || got.AssigneeID == nil || *got.AssigneeID != who || got.V != 1 {
 		t.Fatalf("update not applied: %+v", got)
 	}
+	got, _ = s.Ticket(ctx, tk.ID, store.AllTickets) // with its history
 	if len(got.Logs) != 5 {
 		t.Errorf("want 5 log lines (create + 4 changes), got %d", len(got.Logs))
 	}
@@ -178,6 +181,7 @@ func TestUpdateTicketLogsEachChangeAndSkipsNoOps(t *testing.T) {
 		t.Errorf("want 3 events, got %d", len(got.Outbox))
 	}
 	same, err := s.UpdateTicket(ctx, tk.ID, store.AllTickets, store.TicketUpdate{Status: &st, Priority: &pr}, agent)
+	same, _ = s.Ticket(ctx, tk.ID, store.AllTickets)
 	if err != nil || same.V != 1 || len(same.Logs) != 5 {
 		t.Errorf("no-op update changed the ticket: __v=%d logs=%d err=%v", same.V, len(same.Logs), err)
 	}
@@ -540,5 +544,80 @@ func TestAttachmentsAreStoredOnceAndScoped(t *testing.T) {
 	}
 	if n, _ := s.Database().Collection("attachments").CountDocuments(ctx, bson.D{}); n != 1 {
 		t.Errorf("%d stored copies", n)
+	}
+}
+
+// What a write returns must be what it stored: the store computes the
+// returned ticket itself instead of reading it back.
+func TestWritesReturnWhatTheyStored(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	tk := newTicket(t, s, "t", "x")
+	st, pr, cat, who, none := store.StatusResolved, store.PriorityHigh, "Billing", bson.NewObjectID(), bson.NilObjectID
+	steps := []func() (*store.Ticket, error){
+		func() (*store.Ticket, error) {
+			r, _, err := s.AddResponse(ctx, tk.ID, store.AllTickets, store.NewResponse{Author: agent, Description: "a", MessageID: "<r1@x>"})
+			return r, err
+		},
+		func() (*store.Ticket, error) {
+			return s.UpdateTicket(ctx, tk.ID, store.AllTickets, store.TicketUpdate{Status: &st, Priority: &pr, Category: &cat, AssigneeID: &who}, agent)
+		},
+		func() (*store.Ticket, error) {
+			r, _, err := s.AddResponse(ctx, tk.ID, store.AllTickets, store.NewResponse{Author: alice, Description: "reopen"})
+			return r, err
+		},
+		func() (*store.Ticket, error) {
+			return s.UpdateTicket(ctx, tk.ID, store.AllTickets, store.TicketUpdate{AssigneeID: &none}, agent)
+		},
+		func() (*store.Ticket, error) { return s.DeleteTicket(ctx, tk.ID, store.AllTickets, agent) },
+	}
+	for i, step := range steps {
+		got, err := step()
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		var stored store.Ticket
+		if err := s.Database().Collection("tickets").FindOne(ctx, bson.D{{Key: "_id", Value: tk.ID}}).Decode(&stored); err != nil {
+			t.Fatal(err)
+		}
+		stored.Logs, stored.Outbox = nil, nil
+		if !reflect.DeepEqual(*got, stored) {
+			t.Errorf("step %d returned\n%+v\nbut stored\n%+v", i, *got, stored)
+		}
+	}
+}
+
+// Writes that skip the read (recently written tickets on the embedded
+// store) must see every other write to the document: a thread Message-ID
+// added between two replies, a relay, many writers at once.
+func TestRecentTicketStateStaysCoherent(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	tk := newTicket(t, s, "t", "hot")
+	reply := func(d string) *store.Ticket {
+		got, _, err := s.AddResponse(ctx, tk.ID, store.AllTickets, store.NewResponse{Author: agent, Description: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	reply("one")
+	if err := s.AddMessageID(ctx, tk.ID, "<between@x>"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	got := reply("two")
+	if fmt.Sprint(got.MessageIDs) != "[<between@x>]" || len(got.Response) != 2 || got.V != 2 {
+		t.Errorf("write after AddMessageID lost it: %v, %d responses, __v %d", got.MessageIDs, len(got.Response), got.V)
+	}
+	got.Response[0].Description = "caller scribbles on its copy"
+	if again := reply("three"); again.Response[0].Description != "one" {
+		t.Errorf("a caller's copy leaked into the store's memory: %q", again.Response[0].Description)
+	}
+	stored, _ := s.Ticket(ctx, tk.ID, store.AllTickets)
+	if len(stored.Response) != 3 || stored.V != 3 || len(stored.Outbox) != 2 || fmt.Sprint(stored.MessageIDs) != "[<between@x>]" {
+		t.Errorf("stored: %d responses, __v %d, %d pending events, ids %v", len(stored.Response), stored.V, len(stored.Outbox), stored.MessageIDs)
 	}
 }

@@ -218,21 +218,24 @@ func (s *Store) UpdateTicket(ctx context.Context, id bson.ObjectID, scope Scope,
 			c.setStatus(t, *u.Status, by, "")
 		}
 		if u.Priority != nil && *u.Priority != t.Priority {
-			c.set = append(c.set, bson.E{Key: "priority", Value: *u.Priority})
+			to := *u.Priority
+			c.set("priority", to, func(t *Ticket) { t.Priority = to })
 			c.log(by, fmt.Sprintf("Priority changed from %s to %s", t.Priority, *u.Priority))
 			c.announce(Event{Kind: EventPriorityChanged, ActorID: by.ID, ActorType: by.Type, From: string(t.Priority), To: string(*u.Priority)})
 		}
 		if u.Category != nil && *u.Category != t.Category {
-			c.set = append(c.set, bson.E{Key: "category", Value: *u.Category})
+			to := *u.Category
+			c.set("category", to, func(t *Ticket) { t.Category = to })
 			c.log(by, fmt.Sprintf("Category changed from %s to %s", t.Category, *u.Category))
 		}
 		if u.AssigneeID != nil {
 			switch {
 			case u.AssigneeID.IsZero() && t.AssigneeID != nil:
-				c.set = append(c.set, bson.E{Key: "assigneeId", Value: nil})
+				c.set("assigneeId", nil, func(t *Ticket) { t.AssigneeID = nil })
 				c.log(by, "Assignee removed")
 			case !u.AssigneeID.IsZero() && (t.AssigneeID == nil || *t.AssigneeID != *u.AssigneeID):
-				c.set = append(c.set, bson.E{Key: "assigneeId", Value: *u.AssigneeID})
+				to := *u.AssigneeID
+				c.set("assigneeId", to, func(t *Ticket) { t.AssigneeID = &to })
 				c.log(by, "Assigned to "+u.AssigneeID.Hex())
 			}
 		}
@@ -244,7 +247,8 @@ func (s *Store) UpdateTicket(ctx context.Context, id bson.ObjectID, scope Scope,
 // read but stays in the database with its audit log.
 func (s *Store) DeleteTicket(ctx context.Context, id bson.ObjectID, scope Scope, by Actor) (*Ticket, error) {
 	return s.mutate(ctx, id, scope, nil, func(t *Ticket, now time.Time, c *change) error {
-		c.set = append(c.set, bson.E{Key: "isDelete", Value: true}, bson.E{Key: "deletedAt", Value: now})
+		c.set("isDelete", true, func(t *Ticket) { t.IsDelete = true })
+		c.set("deletedAt", now, func(t *Ticket) { t.DeletedAt = &now })
 		c.log(by, "Ticket deleted")
 		return nil
 	})
@@ -253,7 +257,7 @@ func (s *Store) DeleteTicket(ctx context.Context, id bson.ObjectID, scope Scope,
 // Ticket returns one ticket, or ErrNotFound when it does not exist, is
 // deleted, or lies outside scope.
 func (s *Store) Ticket(ctx context.Context, id bson.ObjectID, scope Scope) (*Ticket, error) {
-	t, err := s.load(ctx, id)
+	t, err := s.load(ctx, id, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +352,7 @@ func (s *Store) ListTickets(ctx context.Context, scope Scope, q ListQuery) ([]Ti
 		SetSort(bson.D{{Key: "updatedAt", Value: -1}, {Key: "_id", Value: -1}}).
 		SetSkip(int64(q.Offset)).
 		SetLimit(int64(q.Limit)).
-		SetProjection(bson.D{{Key: "logs", Value: 0}, {Key: "outbox", Value: 0}})
+		SetProjection(withoutHistory)
 	cur, err := s.tickets.Find(ctx, filter, opts)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list tickets: %w", classify(err))
@@ -364,9 +368,19 @@ func (s *Store) ListTickets(ctx context.Context, scope Scope, q ListQuery) ([]Ti
 	return tickets, total, nil
 }
 
-func (s *Store) load(ctx context.Context, id bson.ObjectID) (*Ticket, error) {
+// withoutHistory leaves out the two arrays that only grow (the audit log
+// and pending events): a write neither needs nor returns them, and every
+// byte of them is decoded and encoded again on each read.
+var withoutHistory = bson.D{{Key: "logs", Value: 0}, {Key: "outbox", Value: 0}}
+
+// load reads a ticket; projection nil means the whole document.
+func (s *Store) load(ctx context.Context, id bson.ObjectID, projection bson.D) (*Ticket, error) {
+	opts := options.FindOne()
+	if projection != nil {
+		opts.SetProjection(projection)
+	}
 	var t Ticket
-	err := s.tickets.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&t)
+	err := s.tickets.FindOne(ctx, bson.D{{Key: "_id", Value: id}}, opts).Decode(&t)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, ErrNotFound
 	}
@@ -381,7 +395,8 @@ func (s *Store) load(ctx context.Context, id bson.ObjectID) (*Ticket, error) {
 type change struct {
 	ticketID bson.ObjectID
 	now      time.Time
-	set      bson.D
+	fields   bson.D            // $set, besides updatedAt
+	applies  []func(t *Ticket) // the same field changes, on the loaded ticket
 	response *Response
 	logs     []LogEntry
 	events   []Event
@@ -390,7 +405,29 @@ type change struct {
 }
 
 func (c *change) empty() bool {
-	return len(c.set) == 0 && c.response == nil && len(c.logs) == 0 && len(c.events) == 0 && c.addMessageID == ""
+	return len(c.fields) == 0 && c.response == nil && len(c.logs) == 0 && len(c.events) == 0 && c.addMessageID == ""
+}
+
+// set changes one field: in the database update, and on the loaded ticket
+// that mutate returns.
+func (c *change) set(key string, value any, apply func(t *Ticket)) {
+	c.fields = append(c.fields, bson.E{Key: key, Value: value})
+	c.applies = append(c.applies, apply)
+}
+
+// applyTo makes t what the update makes of the stored document.
+func (c *change) applyTo(t *Ticket) {
+	for _, a := range c.applies {
+		a(t)
+	}
+	if c.response != nil {
+		t.Response = append(t.Response, *c.response)
+	}
+	if c.addMessageID != "" {
+		t.MessageIDs = append(t.MessageIDs, c.addMessageID)
+	}
+	t.UpdatedAt = c.now
+	t.V++
 }
 
 func (c *change) log(by Actor, what string) {
@@ -405,13 +442,13 @@ func (c *change) announce(e Event) {
 }
 
 func (c *change) setStatus(t *Ticket, to Status, by Actor, why string) {
-	c.set = append(c.set, bson.E{Key: "status", Value: to})
+	c.set("status", to, func(t *Ticket) { t.Status = to })
 	c.log(by, fmt.Sprintf("Status changed from %s to %s%s", t.Status, to, why))
 	c.announce(Event{Kind: EventStatusChanged, ActorID: by.ID, ActorType: by.Type, From: string(t.Status), To: string(to)})
 }
 
 func (c *change) update() bson.D {
-	set := append(bson.D{{Key: "updatedAt", Value: c.now}}, c.set...)
+	set := append(bson.D{{Key: "updatedAt", Value: c.now}}, c.fields...)
 	u := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$inc", Value: bson.D{{Key: "__v", Value: int64(1)}}},
@@ -450,15 +487,19 @@ const maxCASAttempts = 8
 // mutate is the one way a ticket changes: under the ticket's lock, read it,
 // let apply describe the change, and write the change, its audit lines and
 // its announcements in one atomic update that also increments __v. On a
-// shared MongoDB the update compares __v, and a lost race is retried.
+// shared MongoDB the update compares __v, and a lost race is retried. The
+// ticket it returns, like a listed one, carries neither Logs nor Outbox.
 func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expectV *int64,
 	apply func(t *Ticket, now time.Time, c *change) error) (*Ticket, error) {
 	unlock := s.locks.lock(id)
 	defer unlock()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
-		t, err := s.load(ctx, id)
-		if err != nil {
-			return nil, err
+		t := s.recent.get(id)
+		if t == nil {
+			var err error
+			if t, err = s.load(ctx, id, withoutHistory); err != nil {
+				return nil, err
+			}
 		}
 		if !scope.allows(t) {
 			return nil, ErrNotFound
@@ -477,19 +518,23 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		if !s.serial {
 			filter = append(filter, bson.E{Key: "__v", Value: t.V})
 		}
-		var out Ticket
-		err = s.tickets.FindOneAndUpdate(ctx, filter, c.update(),
-			options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&out)
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			continue // another daemon changed it first: read again
-		}
+		// UpdateOne rather than findAndModify: the ticket need not travel
+		// back, we know what the update makes of it.
+		res, err := s.tickets.UpdateOne(ctx, filter, c.update())
 		if err != nil {
+			s.recent.drop(id) // the write may or may not have happened
 			return nil, fmt.Errorf("update ticket %s: %w", id.Hex(), classify(err))
 		}
+		if res.MatchedCount == 0 {
+			s.recent.drop(id)
+			continue // another daemon changed it first: read again
+		}
+		c.applyTo(t)
+		s.recent.put(t)
 		if len(c.events) > 0 {
 			s.signal(id)
 		}
-		return &out, nil
+		return t, nil
 	}
 	return nil, fmt.Errorf("update ticket %s: %d concurrent writers won: %w", id.Hex(), maxCASAttempts, ErrConflict)
 }
