@@ -31,10 +31,11 @@ type ticketJSON struct {
 	UpdatedAt   jsonTime       `json:"updatedAt"`
 	V           int64          `json:"__v"`
 
-	RefID      int64  `json:"refId"`
-	TeamID     string `json:"teamId"`
-	Source     string `json:"source,omitempty"`
-	AssigneeID string `json:"assigneeId,omitempty"`
+	RefID       int64            `json:"refId"`
+	TeamID      string           `json:"teamId"`
+	Source      string           `json:"source,omitempty"`
+	AssigneeID  string           `json:"assigneeId,omitempty"`
+	Attachments []attachmentJSON `json:"attachments,omitempty"`
 }
 
 type responseJSON struct {
@@ -104,12 +105,17 @@ func toTicketJSON(t *store.Ticket, viewer Role) ticketJSON {
 			Source:      string(r.Source),
 			Internal:    r.Internal,
 		}
-		for _, a := range r.Attachments {
-			rj.Attachments = append(rj.Attachments, attachmentJSON{
-				ID: a.ID.Hex(), Filename: a.Filename, ContentType: a.ContentType, Size: a.Size, Inline: a.Inline,
-			})
-		}
+		rj.Attachments = toAttachmentsJSON(r.Attachments)
 		out.Response = append(out.Response, rj)
+	}
+	out.Attachments = toAttachmentsJSON(t.Attachments)
+	return out
+}
+
+func toAttachmentsJSON(as []store.Attachment) []attachmentJSON {
+	var out []attachmentJSON
+	for _, a := range as {
+		out = append(out, attachmentJSON{ID: a.ID.Hex(), Filename: a.Filename, ContentType: a.ContentType, Size: a.Size, Inline: a.Inline})
 	}
 	return out
 }

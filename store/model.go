@@ -102,8 +102,10 @@ type Ticket struct {
 	// unique index on it makes a retried create return the first ticket.
 	SourceKey  string         `bson:"sourceKey"`
 	AssigneeID *bson.ObjectID `bson:"assigneeId,omitempty"`
-	IsDelete   bool           `bson:"isDelete"`
-	DeletedAt  *time.Time     `bson:"deletedAt,omitempty"`
+	// Attachments lists the files that came with the opening message.
+	Attachments []Attachment `bson:"attachments,omitempty"`
+	IsDelete    bool         `bson:"isDelete"`
+	DeletedAt   *time.Time   `bson:"deletedAt,omitempty"`
 	// Logs is the audit log; kept inside the ticket so that each change and
 	// its log line are one atomic write.
 	Logs []LogEntry `bson:"logs"`

@@ -45,6 +45,8 @@ type NewTicket struct {
 	// MessageID of the mail that opened the ticket, if any: recorded in the
 	// same insert, so the acknowledgement can thread under it at once.
 	MessageID string
+	// Attachments lists the files that came with it (stored apart, by id).
+	Attachments []Attachment
 }
 
 // CreateTicket opens a ticket with its first audit line and a
@@ -87,6 +89,7 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 		TeamID:      in.TeamID,
 		Source:      in.Source,
 		SourceKey:   in.SourceKey,
+		Attachments: in.Attachments,
 		Logs:        []LogEntry{logEntry(id, in.Creator, now, "Ticket created")},
 		Outbox:      []Event{{ID: bson.NewObjectID(), Kind: EventTicketCreated, TicketID: id, ActorID: in.Creator.ID, ActorType: in.Creator.Type, At: now}},
 	}

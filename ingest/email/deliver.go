@@ -372,19 +372,23 @@ func mailText(msg *Message) string {
 	return "(no text)"
 }
 
-// saveFiles stores the message's attachments, and its full text when the
-// description is only the stripped part of it, under ids derived from key.
-// It returns their metadata and a note on what was left out.
-func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, ticket bson.ObjectID) ([]store.Attachment, string, error) {
-	var atts []store.Attachment
-	save := func(part string, a store.Attachment, data []byte) error {
+// file is an attachment (or the full original text) to store, with the
+// metadata that lists it.
+type file struct {
+	meta store.Attachment
+	data []byte
+}
+
+// files lists the message's attachments, and its full text when the
+// description is only the stripped part of it, under ids derived from key:
+// the metadata is known before the ticket exists, and storing a re-read
+// message's files again is a no-op.
+func files(msg *Message, key string) []file {
+	var out []file
+	add := func(part string, a store.Attachment, data []byte) {
 		a.ID = attachmentID(key, part)
 		a.Size = int64(len(data))
-		if err := d.w.SaveAttachment(ctx, store.AttachmentFile{Attachment: a, TicketID: ticket, Data: data}); err != nil {
-			return err
-		}
-		atts = append(atts, a)
-		return nil
+		out = append(out, file{meta: a, data: data})
 	}
 	for i, p := range msg.Attachments {
 		if p.Data == nil {
@@ -394,16 +398,30 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, key string, tic
 		if name == "" {
 			name = fmt.Sprintf("attachment-%d", i+1)
 		}
-		if err := save(strconv.Itoa(i), store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Data); err != nil {
-			return nil, "", err
-		}
+		add(strconv.Itoa(i), store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Data)
 	}
 	if full := strings.TrimSpace(msg.FullText); full != "" && full != strings.TrimSpace(msg.Text) {
-		if err := save("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText)); err != nil {
-			return nil, "", err
+		add("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText))
+	}
+	return out
+}
+
+func metadata(fs []file) []store.Attachment {
+	var out []store.Attachment
+	for _, f := range fs {
+		out = append(out, f.meta)
+	}
+	return out
+}
+
+// saveFiles stores files under a ticket.
+func (d *deliverer) saveFiles(ctx context.Context, fs []file, ticket bson.ObjectID) error {
+	for _, f := range fs {
+		if err := d.w.SaveAttachment(ctx, store.AttachmentFile{Attachment: f.meta, TicketID: ticket, Data: f.data}); err != nil {
+			return err
 		}
 	}
-	return atts, d.fileNotes(msg), nil
+	return nil
 }
 
 // fileNotes says which attachments were left out, and why.
@@ -439,16 +457,16 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 	if err != nil {
 		return Result{}, err
 	}
-	atts, note, err := d.saveFiles(ctx, msg, key, ticket)
-	if err != nil {
+	fs := files(msg, key)
+	if err := d.saveFiles(ctx, fs, ticket); err != nil {
 		return Result{}, err
 	}
 	_, added, err := d.w.AddResponse(ctx, ticket, store.AllTickets, store.NewResponse{
 		Author:      store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
-		Description: mailText(msg) + note,
+		Description: mailText(msg) + d.fileNotes(msg),
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
-		Attachments: atts,
+		Attachments: metadata(fs),
 		MessageID:   msg.MessageID, // later replies thread under it
 	})
 	if err != nil {
@@ -463,8 +481,9 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 	return Result{Kind: KindResponse, Key: key, TicketID: ticket, ThreadedBy: how, Duplicate: !added}, nil
 }
 
-// open opens a ticket. NewTicket carries no attachments: the files are
-// stored with the ticket's id (store.AttachmentFile.TicketID).
+// open opens a ticket, listing its files; they are stored right after,
+// under the new ticket's id (a crash in between is repaired by the re-read,
+// which finds the ticket and stores them).
 func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, known *store.Customer) (Result, error) {
 	cust, err := d.customer(ctx, msg, from, known)
 	if err != nil {
@@ -474,9 +493,8 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 	if subject == "" {
 		subject = "(no subject)"
 	}
-	// Files first would need the ticket id before the ticket exists; the
-	// notes on left-out attachments are computed up front instead.
 	desc := mailText(msg) + d.fileNotes(msg)
+	fs := files(msg, key)
 	t, created, err := d.w.CreateTicket(ctx, store.NewTicket{
 		Creator:     store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
 		TeamID:      cust.TeamID,
@@ -486,11 +504,12 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
 		MessageID:   msg.MessageID, // later replies thread under it
+		Attachments: metadata(fs),
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("create ticket: %w", err)
 	}
-	if _, _, err := d.saveFiles(ctx, msg, key, t.ID); err != nil {
+	if err := d.saveFiles(ctx, fs, t.ID); err != nil {
 		return Result{}, err
 	}
 	if created {

@@ -79,6 +79,10 @@ func TestAttachmentsStoredOnce(t *testing.T) {
 	if !strings.Contains(string(full.Data), "Dave") {
 		t.Errorf("full text = %q", full.Data)
 	}
+	// The opening mail's files are listed on the ticket itself.
+	if as := tk.Attachments; len(as) != 2 || as[0].ID != f.ID || as[0].Size != 30 || as[1].ID != full.ID {
+		t.Errorf("ticket attachments = %+v", as)
+	}
 
 	// On a reply, the files are listed on the response.
 	to := replytoken.New(testSecret).Address(testBase, tk.ID)

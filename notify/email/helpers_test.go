@@ -127,19 +127,16 @@ func (e *env) startWith(o Options, st OutboxStore) *running {
 	return r
 }
 
-// ticket opens a ticket as the customer, by mail: its Message-ID is
-// recorded as ingest does.
+// ticket opens a ticket as the customer, by mail, as ingest does: its
+// Message-ID recorded in the same write.
 func (e *env) ticket(subject string) *store.Ticket {
 	e.t.Helper()
 	key := "<" + bson.NewObjectID().Hex() + "@customer.example>"
 	tk, _, err := e.st.CreateTicket(e.ctx, store.NewTicket{
 		Creator: store.Actor{ID: e.cust.ID, Type: store.CreatorCustomer}, TeamID: e.cust.TeamID,
-		Category: "general", Subject: subject, Description: "It does not work.", Source: store.SourceEmail, SourceKey: key,
+		Category: "general", Subject: subject, Description: "It does not work.", Source: store.SourceEmail, SourceKey: key, MessageID: key,
 	})
 	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := e.st.AddMessageID(e.ctx, tk.ID, key); err != nil {
 		e.t.Fatal(err)
 	}
 	return e.load(tk.ID)

@@ -79,11 +79,6 @@ func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *
 	if err != nil {
 		return nil, nil, err
 	}
-	if kind == KindAck && t.Source == store.SourceEmail && len(t.MessageIDs) == 0 {
-		if t, err = n.awaitThread(ctx, t, e.At); err != nil {
-			return nil, nil, err
-		}
-	}
 	if t.CreatorType != store.CreatorCustomer {
 		return nil, &skip{"ticket opened by an agent: no customer to mail", false}, nil
 	}
@@ -175,32 +170,6 @@ func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *
 		m.AddAlternativeString(mail.TypeTextHTML, html)
 	}
 	return &outgoing{kind: kind, ticketID: t.ID.Hex(), refID: t.RefID, messageID: msgID, to: cust.Email, msg: m}, nil, nil
-}
-
-// threadWait bounds how long an acknowledgement waits for the customer's
-// Message-ID. Ingest records it just after CreateTicket, in a second
-// write, so the relay can hand us the ticket.created event before it is
-// there, and the ack would not thread under the customer's mail. (Recording
-// the Message-ID in CreateTicket's own write would make this wait go away.)
-const threadWait = 2 * time.Second
-
-// awaitThread re-reads a mail-opened ticket until its first Message-ID is
-// recorded, for at most threadWait after the event.
-func (n *Notifier) awaitThread(ctx context.Context, t *store.Ticket, at time.Time) (*store.Ticket, error) {
-	deadline := at.Add(threadWait)
-	for len(t.MessageIDs) == 0 && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(25 * time.Millisecond):
-		}
-		again, err := n.st.Ticket(ctx, t.ID, store.AllTickets)
-		if err != nil {
-			return nil, err
-		}
-		t = again
-	}
-	return t, nil
 }
 
 // messageID is the delivery's Message-ID, the same on every attempt, so a
