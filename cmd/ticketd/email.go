@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/internal/replytoken"
 	emailout "github.com/ticketd/ticketd/notify/email"
@@ -115,7 +117,7 @@ func replySecret(jwtSecret []byte) []byte {
 
 // startEmail starts the inbound source and the outbound notifier as
 // workers and returns the sink the relay must queue deliveries for.
-func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger) ([]string, error) {
+func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) ([]string, error) {
 	if !cfg.Enabled {
 		return nil, nil
 	}
@@ -135,6 +137,10 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	if err != nil {
 		return nil, fmt.Errorf("email.inbound: %w", err)
 	}
+	reg.MustRegister(
+		newStatsCollector("ticketd_email_inbound_messages_total", "Inbound mail by outcome (tickets, responses, duplicates, ignored, quarantined, ...).", source.Stats),
+		newStatsCollector("ticketd_email_outbound_deliveries_total", "Outbound mail deliveries by outcome (sent, skipped, retried, dead).", notifier.Stats),
+	)
 	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
 	runWorker(ctx, wg, log, "email-inbound", source.Run)
 	return []string{emailout.Sink}, nil

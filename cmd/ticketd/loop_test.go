@@ -226,4 +226,23 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 	if n := len(smtp.Messages()); n != 3 {
 		t.Errorf("%d mails sent, want 3 (ack, reply, status): the customer's own reply must not be echoed", n)
 	}
+
+	// 5. The bridge's counters and the queue are on /metrics.
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{
+		`ticketd_email_inbound_messages_total{outcome="tickets"} 1`,
+		`ticketd_email_inbound_messages_total{outcome="responses"} 1`,
+		`ticketd_email_inbound_messages_total{outcome="quarantined"} 0`,
+		`ticketd_email_outbound_deliveries_total{outcome="sent"} 3`,
+		`ticketd_outbox_deliveries{state="dead"} 0`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }

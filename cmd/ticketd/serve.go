@@ -97,7 +97,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var workers sync.WaitGroup
-	sinks, err := startEmail(workCtx, &workers, cfg.Email, st, secret, log)
+	sinks, err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg)
 	if err != nil {
 		return err
 	}
@@ -167,27 +167,4 @@ func runWorker(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, name s
 			pause = min(2*pause, time.Minute)
 		}
 	}()
-}
-
-// queueCollector reports the delivery queue's depth on every scrape.
-type queueCollector struct {
-	st   *store.Store
-	desc *prometheus.Desc
-}
-
-func newQueueCollector(st *store.Store) *queueCollector {
-	return &queueCollector{st: st, desc: prometheus.NewDesc("ticketd_outbox_deliveries",
-		"Notification deliveries in the queue by state (pending, dead).", []string{"state"}, nil)}
-}
-
-func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, s := range []store.DeliveryState{store.DeliveryPending, store.DeliveryDead} {
-		if n, err := c.st.CountDeliveries(ctx, s); err == nil {
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(s))
-		}
-	}
 }
