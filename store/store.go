@@ -61,6 +61,7 @@ type Store struct {
 
 	locks     stripedLock
 	recent    *recentTickets // nil unless serialized; see cache.go
+	catalog   *catalog       // nil unless serialized; see catalog.go
 	counterMu sync.Mutex     // serializes refId allocation on the embedded server
 	claimMu   sync.Mutex     // serializes outbox claims on the embedded server
 
@@ -103,6 +104,12 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	}
 	if err := s.ensureIndexes(ctx); err != nil {
 		return nil, err
+	}
+	if s.serial {
+		var err error
+		if s.catalog, err = s.loadCatalog(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -487,6 +487,9 @@ func TestReopenKeepsDataAndIsIdempotent(t *testing.T) {
 		if err != nil || got.Subject != "kept" {
 			t.Fatalf("reopen %d: %v %v", i, got, err)
 		}
+		if _, n, err := s2.ListTickets(ctx, store.AllTickets, store.ListQuery{Keyword: "kept"}); err != nil || n != 1 {
+			t.Fatalf("reopen %d: listing finds %d (%v)", i, n, err)
+		}
 		next := newTicket(t, s2, "t", fmt.Sprintf("after reopen %d", i))
 		if next.RefID != tk.RefID+int64(i)+1 {
 			t.Errorf("refId after reopen %d: %d", i, next.RefID)

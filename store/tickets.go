@@ -106,6 +106,7 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 		}
 		return nil, false, fmt.Errorf("create ticket: %w", classify(err))
 	}
+	s.catalog.put(t)
 	s.signal(id)
 	// The lookup key is bound after the insert; a crash in between is
 	// repaired by the retry, which lands in the duplicate branch above.
@@ -351,6 +352,9 @@ func (s *Store) ListTickets(ctx context.Context, scope Scope, q ListQuery) ([]Ti
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
 	}
+	if s.catalog != nil {
+		return s.listFromCatalog(ctx, q)
+	}
 	opts := options.Find().
 		SetSort(bson.D{{Key: "updatedAt", Value: -1}, {Key: "_id", Value: -1}}).
 		SetSkip(int64(q.Offset)).
@@ -534,6 +538,7 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		}
 		c.applyTo(t)
 		s.recent.put(t)
+		s.catalog.put(t)
 		if len(c.events) > 0 {
 			s.signal(id)
 		}

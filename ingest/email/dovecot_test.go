@@ -166,17 +166,25 @@ func internalUser(t *testing.T) string {
 	return ""
 }
 
-// deliverer appends mail over IMAP, as an MTA's LDA would drop it.
-func (d *dovecot) appendMail(t *testing.T, raw []byte) {
+// login opens a client session as the test user.
+func (d *dovecot) login(t *testing.T) *imapclient.Client {
 	t.Helper()
 	c, err := imapclient.DialInsecure(fmt.Sprintf("127.0.0.1:%d", d.port), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
+	return c
+}
+
+// deliverer appends mail over IMAP, as an MTA's LDA would drop it.
+func (d *dovecot) appendMail(t *testing.T, raw []byte) {
+	t.Helper()
+	c := d.login(t)
+	defer c.Close()
 	cmd := c.Append("INBOX", int64(len(raw)), nil)
 	if _, err := cmd.Write(raw); err != nil {
 		t.Fatal(err)
@@ -193,14 +201,8 @@ func (d *dovecot) appendMail(t *testing.T, raw []byte) {
 // mailbox returns how many messages a mailbox holds and how many are \Seen.
 func (d *dovecot) mailbox(t *testing.T, name string) (total, seen uint32) {
 	t.Helper()
-	c, err := imapclient.DialInsecure(fmt.Sprintf("127.0.0.1:%d", d.port), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.login(t)
 	defer c.Close()
-	if err := c.Login(testUser, testPassword).Wait(); err != nil {
-		t.Fatal(err)
-	}
 	st, err := c.Status(name, &imap.StatusOptions{NumMessages: true, NumUnseen: true}).Wait()
 	if err != nil {
 		return 0, 0

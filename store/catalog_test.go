@@ -1,0 +1,97 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// The catalog (embedded mode) and the database query (MongoDB mode) must
+// list the same tickets in the same order for every query.
+func TestCatalogListsLikeTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	uri, stop, err := startEmbedded(ctx, t.TempDir(), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(ctx)
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	withCatalog, err := New(ctx, client, client.Database("cat"), Options{Logger: quiet, Serialized: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withQuery, err := New(ctx, client, client.Database("cat"), Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withCatalog.catalog == nil || withQuery.catalog != nil {
+		t.Fatal("want one store with a catalog and one without")
+	}
+
+	creators := []bson.ObjectID{bson.NewObjectID(), bson.NewObjectID()}
+	subjects := []string{"Printer jam", "printer JAM again", "Café crème machine", "Refund (a.k.a. money back)", "ΣΊΣΥΦΟΣ upgrade", "Login"}
+	var ids []bson.ObjectID
+	for i := 0; i < 30; i++ {
+		tk, _, err := withCatalog.CreateTicket(ctx, NewTicket{
+			Creator: Actor{ID: creators[i%2], Type: CreatorCustomer}, TeamID: fmt.Sprintf("team-%d", i%3),
+			Category: []string{"Support", "Billing"}[i%2], Subject: subjects[i%len(subjects)],
+			Description: fmt.Sprintf("details %d, see ticket", i), Priority: Priorities[i%4],
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tk.ID)
+	}
+	admin := Actor{ID: bson.NewObjectID(), Type: CreatorAdmin}
+	for i, id := range ids {
+		switch i % 5 {
+		case 0:
+			st := Statuses[i%len(Statuses)]
+			withCatalog.UpdateTicket(ctx, id, AllTickets, TicketUpdate{Status: &st}, admin)
+		case 1:
+			withCatalog.AddResponse(ctx, id, AllTickets, NewResponse{Author: admin, Description: "answer"})
+		case 2:
+			withCatalog.DeleteTicket(ctx, id, AllTickets, admin)
+		}
+	}
+	queries := []ListQuery{
+		{}, {Limit: 7}, {Limit: 7, Offset: 7}, {Limit: 7, Offset: 28}, {Offset: 100},
+		{TeamID: "team-1"}, {CreatorID: creators[0]}, {Status: StatusClosed}, {Priority: PriorityUrgent},
+		{Category: "Billing", TeamID: "team-2"}, {Keyword: "printer"}, {Keyword: "CAFÉ"}, {Keyword: "σίσυφος"},
+		{Keyword: "(a.k.a."}, {Keyword: ".*"}, {Keyword: "ticket", Limit: 3, Offset: 2}, {Keyword: "nothing like this"},
+	}
+	for _, q := range queries {
+		for _, scope := range []Scope{AllTickets, TeamScope("team-0")} {
+			a, an, err := withCatalog.ListTickets(ctx, scope, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, bn, err := withQuery.ListTickets(ctx, scope, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if an != bn || fmt.Sprint(idsOf(a)) != fmt.Sprint(idsOf(b)) {
+				t.Errorf("%+v in %+v: catalog %d %v, database %d %v", q, scope, an, idsOf(a), bn, idsOf(b))
+			}
+		}
+	}
+}
+
+func idsOf(ts []Ticket) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.ID.Hex()[18:]+"/"+string(t.Status))
+	}
+	return out
+}
