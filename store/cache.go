@@ -8,6 +8,70 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
+// lru is a bounded map that forgets the least recently used entry.
+type lru[K comparable, V any] struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // of entry[K, V], most recent first
+	byKey map[K]*list.Element
+}
+
+type entry[K comparable, V any] struct {
+	key K
+	val V
+}
+
+func newLRU[K comparable, V any](max int) *lru[K, V] {
+	return &lru[K, V]{max: max, order: list.New(), byKey: map[K]*list.Element{}}
+}
+
+// get is nil-safe: a nil lru remembers nothing.
+func (l *lru[K, V]) get(k K) (V, bool) {
+	var zero V
+	if l == nil {
+		return zero, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.byKey[k]
+	if !ok {
+		return zero, false
+	}
+	l.order.MoveToFront(e)
+	return e.Value.(entry[K, V]).val, true
+}
+
+func (l *lru[K, V]) put(k K, v V) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.byKey[k]; ok {
+		e.Value = entry[K, V]{k, v}
+		l.order.MoveToFront(e)
+		return
+	}
+	l.byKey[k] = l.order.PushFront(entry[K, V]{k, v})
+	if l.order.Len() > l.max {
+		oldest := l.order.Back()
+		l.order.Remove(oldest)
+		delete(l.byKey, oldest.Value.(entry[K, V]).key)
+	}
+}
+
+func (l *lru[K, V]) drop(k K) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.byKey[k]; ok {
+		l.order.Remove(e)
+		delete(l.byKey, k)
+	}
+}
+
 // recentTickets remembers, for the most recently written tickets, the state
 // this process last wrote (without Logs and Outbox), so that the next write
 // to a ticket in an active conversation need not read it back first.
@@ -17,15 +81,10 @@ import (
 // holds is what the database holds. Every other write to a ticket document
 // drops the entry. Entries are deep copies, so no caller ever shares memory
 // with it.
-type recentTickets struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // of *Ticket, most recent first
-	byID  map[bson.ObjectID]*list.Element
-}
+type recentTickets struct{ l *lru[bson.ObjectID, *Ticket] }
 
 func newRecentTickets(max int) *recentTickets {
-	return &recentTickets{max: max, order: list.New(), byID: map[bson.ObjectID]*list.Element{}}
+	return &recentTickets{l: newLRU[bson.ObjectID, *Ticket](max)}
 }
 
 // get returns a copy of the remembered ticket, or nil.
@@ -33,14 +92,11 @@ func (r *recentTickets) get(id bson.ObjectID) *Ticket {
 	if r == nil {
 		return nil
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.byID[id]
+	t, ok := r.l.get(id)
 	if !ok {
 		return nil
 	}
-	r.order.MoveToFront(e)
-	return cloneTicket(e.Value.(*Ticket))
+	return cloneTicket(t)
 }
 
 // put remembers a copy of t as the ticket's current state.
@@ -50,31 +106,13 @@ func (r *recentTickets) put(t *Ticket) {
 	}
 	c := cloneTicket(t)
 	c.Logs, c.Outbox = nil, nil
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e, ok := r.byID[t.ID]; ok {
-		e.Value = c
-		r.order.MoveToFront(e)
-		return
-	}
-	r.byID[t.ID] = r.order.PushFront(c)
-	if r.order.Len() > r.max {
-		oldest := r.order.Back()
-		r.order.Remove(oldest)
-		delete(r.byID, oldest.Value.(*Ticket).ID)
-	}
+	r.l.put(t.ID, c)
 }
 
 // drop forgets a ticket: its document changed in a way put did not see.
 func (r *recentTickets) drop(id bson.ObjectID) {
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e, ok := r.byID[id]; ok {
-		r.order.Remove(e)
-		delete(r.byID, id)
+	if r != nil {
+		r.l.drop(id)
 	}
 }
 

@@ -71,16 +71,25 @@ func (s *Store) FindOrCreateCustomer(ctx context.Context, email, name, team stri
 		got, err := s.Customer(ctx, ref)
 		return got, false, err
 	}
+	s.customersByEmail.put(email, *c)
 	return c, true, nil
 }
 
 // CustomerByEmail finds a customer by address.
 func (s *Store) CustomerByEmail(ctx context.Context, email string) (*Customer, error) {
-	id, err := s.lookupKey(ctx, "customer-email:"+normEmail(email))
+	email = normEmail(email)
+	if c, ok := s.customersByEmail.get(email); ok {
+		return &c, nil
+	}
+	id, err := s.lookupKey(ctx, "customer-email:"+email)
 	if err != nil {
 		return nil, err
 	}
-	return s.Customer(ctx, id)
+	c, err := s.Customer(ctx, id)
+	if err == nil {
+		s.customersByEmail.put(email, *c)
+	}
+	return c, err
 }
 
 // Customer finds a customer by id.

@@ -59,11 +59,14 @@ type Store struct {
 	keys      *mongo.Collection
 	outbox    *mongo.Collection
 
-	locks     stripedLock
-	recent    *recentTickets // nil unless serialized; see cache.go
-	catalog   *catalog       // nil unless serialized; see catalog.go
-	counterMu sync.Mutex     // serializes refId allocation on the embedded server
-	claimMu   sync.Mutex     // serializes outbox claims on the embedded server
+	locks   stripedLock
+	recent  *recentTickets // nil unless serialized; see cache.go
+	catalog *catalog       // nil unless serialized; see catalog.go
+	// customers by address, nil unless serialized: customers never change
+	// once created, and every mail looks its sender up.
+	customersByEmail *lru[string, Customer]
+	counterMu        sync.Mutex // serializes refId allocation on the embedded server
+	claimMu          sync.Mutex // serializes outbox claims on the embedded server
 
 	// pending receives the id of every ticket that gained outbox events, so
 	// the relay can move them without scanning.
@@ -98,6 +101,7 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	}
 	if s.serial {
 		s.recent = newRecentTickets(1024)
+		s.customersByEmail = newLRU[string, Customer](10000)
 	}
 	if s.now == nil {
 		s.now = time.Now
