@@ -501,6 +501,16 @@ type worker struct {
 	// savedUID is the LastUID last written to the store, at savedAt.
 	savedUID uint32
 	savedAt  time.Time
+	// unacked lists stored messages not yet flagged (and moved) on the
+	// server; handledUID is the last UID handled. The read position only
+	// moves past a message once it is acknowledged (see ackPending).
+	unacked    []pendingAck
+	handledUID uint32
+}
+
+type pendingAck struct {
+	uid         uint32
+	quarantined bool
 }
 
 func (w *worker) poke() {
@@ -698,6 +708,9 @@ func (w *worker) session(ctx context.Context) error {
 		}
 	}
 	w.savedUID, w.savedAt = st.LastUID, time.Now()
+	// Acknowledgements a dropped session did not send are forgotten: those
+	// messages are read again from the saved position, and recognized.
+	w.unacked, w.handledUID = w.unacked[:0], st.LastUID
 	defer func() {
 		if err := w.flush(ctx, &st); err != nil {
 			w.log.Warn("could not save the read position; the last messages will be read again (and recognized)", "err", err)
@@ -771,16 +784,18 @@ type msgMeta struct {
 // is none left (or ctx is cancelled between two messages).
 func (w *worker) drain(ctx context.Context, c *imapclient.Client, st *store.MailboxState) error {
 	for ctx.Err() == nil {
-		metas, err := w.listNew(c, st.LastUID)
+		metas, err := w.listNew(c, w.handledUID)
 		if err != nil {
 			return err
 		}
 		if len(metas) == 0 {
-			return w.flush(ctx, st)
+			return w.checkpoint(ctx, c, st)
 		}
 		for _, m := range metas {
 			if ctx.Err() != nil {
-				return nil
+				// Stopping: acknowledge what is stored while the
+				// connection is still there.
+				return w.checkpoint(context.WithoutCancel(ctx), c, st)
 			}
 			if err := w.handle(ctx, c, st, m); err != nil {
 				return err
@@ -824,7 +839,7 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 			return err
 		}
 		if raw == nil && env == nil {
-			return w.advance(mctx, st, m.uid) // expunged meanwhile
+			return w.advance(mctx, c, st, m.uid) // expunged meanwhile
 		}
 		in.raw = raw
 		reason := fmt.Sprintf("message is %d bytes, over maxMessageBytes %d", m.size, o.MaxMessageBytes)
@@ -838,7 +853,7 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 			return err
 		}
 		if raw == nil {
-			return w.advance(mctx, st, m.uid)
+			return w.advance(mctx, c, st, m.uid)
 		}
 		w.src.c.fetched.Add(1)
 		in.raw = raw
@@ -854,10 +869,8 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 		}
 	}
 	delete(w.attempts, m.uid)
-	if err := w.ack(c, m.uid, res.Kind == KindQuarantined); err != nil {
-		return err
-	}
-	return w.advance(mctx, st, m.uid)
+	w.unacked = append(w.unacked, pendingAck{m.uid, res.Kind == KindQuarantined})
+	return w.advance(mctx, c, st, m.uid)
 }
 
 func (w *worker) storeFailed(err error, uid uint32) error {
@@ -875,12 +888,61 @@ const (
 	stateSaveInterval = 2 * time.Second
 )
 
-// advance records that every message up to uid is stored and acknowledged.
-func (w *worker) advance(ctx context.Context, st *store.MailboxState, uid uint32) error {
-	st.LastUID = uid
-	if st.LastUID-w.savedUID >= stateSaveEvery || time.Since(w.savedAt) >= stateSaveInterval {
-		return w.flush(ctx, st)
+// advance records that every message up to uid is handled (stored, or
+// gone). Every stateSaveEvery messages or stateSaveInterval, the handled
+// messages are acknowledged on the server in one command and the read
+// position saved: it never runs ahead of what is stored and acknowledged.
+func (w *worker) advance(ctx context.Context, c *imapclient.Client, st *store.MailboxState, uid uint32) error {
+	w.handledUID = uid
+	if len(w.unacked) == 0 {
+		st.LastUID = uid
 	}
+	if uid-w.savedUID >= stateSaveEvery || time.Since(w.savedAt) >= stateSaveInterval {
+		return w.checkpoint(ctx, c, st)
+	}
+	return nil
+}
+
+// checkpoint acknowledges what is pending and saves the read position.
+func (w *worker) checkpoint(ctx context.Context, c *imapclient.Client, st *store.MailboxState) error {
+	if err := w.ackPending(c, st); err != nil {
+		return err
+	}
+	return w.flush(ctx, st)
+}
+
+// ackPending flags every stored message \Seen with one command and moves
+// them with one per destination, then moves the read position past them.
+// Until then a crash or a dropped connection makes them be read again, and
+// recognized.
+func (w *worker) ackPending(c *imapclient.Client, st *store.MailboxState) error {
+	if len(w.unacked) == 0 {
+		return nil
+	}
+	var all imap.UIDSet
+	moves := map[string]imap.UIDSet{}
+	for _, a := range w.unacked {
+		all.AddNum(imap.UID(a.uid))
+		dest := w.acct.ProcessedMailbox
+		if a.quarantined && w.acct.QuarantineMailbox != "" {
+			dest = w.acct.QuarantineMailbox
+		}
+		if dest != "" {
+			set := moves[dest]
+			set.AddNum(imap.UID(a.uid))
+			moves[dest] = set
+		}
+	}
+	if err := c.Store(all, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
+		return fmt.Errorf("flag %v of %s seen: %w", all, w.mailbox, err)
+	}
+	for dest, set := range moves {
+		if _, err := c.Move(set, dest).Wait(); err != nil {
+			return fmt.Errorf("move %v of %s to %s: %w", set, w.mailbox, dest, err)
+		}
+	}
+	w.unacked = w.unacked[:0]
+	st.LastUID = w.handledUID
 	return nil
 }
 
@@ -935,23 +997,4 @@ func (w *worker) fetchHead(c *imapclient.Client, uid uint32, limit int64) ([]byt
 		}
 	}
 	return nil, nil, nil
-}
-
-// ack flags a stored message \Seen and moves it where configured.
-func (w *worker) ack(c *imapclient.Client, uid uint32, quarantined bool) error {
-	set := imap.UIDSetNum(imap.UID(uid))
-	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
-		return fmt.Errorf("flag uid %d of %s seen: %w", uid, w.mailbox, err)
-	}
-	dest := w.acct.ProcessedMailbox
-	if quarantined && w.acct.QuarantineMailbox != "" {
-		dest = w.acct.QuarantineMailbox
-	}
-	if dest == "" {
-		return nil
-	}
-	if _, err := c.Move(set, dest).Wait(); err != nil {
-		return fmt.Errorf("move uid %d of %s to %s: %w", uid, w.mailbox, dest, err)
-	}
-	return nil
 }
