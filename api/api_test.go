@@ -456,6 +456,8 @@ func TestErrorCodes(t *testing.T) {
 		{"bad limit", "GET", "/api/ticket/fetch?limit=-1", c.token, nil, "", 400},
 		{"bad count", "GET", "/api/ticket/fetch?count=yes", c.token, nil, "", 400},
 		{"bad status filter", "GET", "/api/ticket/fetch?status=done", c.token, nil, "", 400},
+		{"keyword not UTF-8", "GET", "/api/ticket/fetch?keyword=%FF", c.token, nil, "", 400},
+		{"keyword with NUL", "GET", "/api/ticket/admin-fetch?keyword=a%00b", adm.token, nil, "", 400},
 		{"no token", "GET", "/api/ticket/fetch", "", nil, "", 401},
 		{"malformed token", "GET", "/api/ticket/fetch", "not.a.jwt", nil, "", 401},
 		{"expired token", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", time.Now().Add(-time.Hour).Unix())), nil, "", 401},

@@ -23,7 +23,7 @@ func (s *Server) attachment(w http.ResponseWriter, r *http.Request) error {
 	}
 	f, err := s.store.Attachment(r.Context(), id, p.scope())
 	if err != nil {
-		return err
+		return notFoundAs(err, "Attachment not found")
 	}
 	// Always a download, never rendered inline: an attachment is the
 	// sender's content, not ours (no stored HTML runs in our origin).
@@ -81,7 +81,7 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("id is required")
 	}
 	if err := s.store.RequeueDelivery(r.Context(), id); err != nil {
-		return err
+		return notFoundAs(err, "No dead delivery with this id")
 	}
 	ok(w, http.StatusOK, "Delivery requeued successfully!", map[string]string{"_id": id})
 	return nil
@@ -129,10 +129,7 @@ func (s *Server) quarantineRaw(w http.ResponseWriter, r *http.Request) error {
 	}
 	q, err := s.store.QuarantinedMessage(r.Context(), id)
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return &apiError{http.StatusNotFound, "Message not found"}
-		}
-		return err
+		return notFoundAs(err, "Message not found")
 	}
 	w.Header().Set("Content-Type", "message/rfc822")
 	w.Header().Set("Content-Disposition", `attachment; filename="quarantined.eml"`)
@@ -165,6 +162,15 @@ func (s *Server) ignored(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, envelope{Success: true, Message: "Ignored mail fetched successfully!", Data: out, Total: &total})
 	return nil
+}
+
+// notFoundAs names what was not found, for routes about other things than
+// tickets; other errors pass through.
+func notFoundAs(err error, msg string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &apiError{http.StatusNotFound, msg}
+	}
+	return err
 }
 
 func pageParams(r *http.Request) (limit, offset int, err error) {

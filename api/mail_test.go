@@ -46,7 +46,7 @@ func TestAttachmentDownloadIsScoped(t *testing.T) {
 			t.Errorf("download: %d %q %v", res.StatusCode, body, res.Header)
 		}
 	}
-	if a := h.call("GET", "/api/ticket/attachment?id="+f.ID.Hex(), eve.token, nil); a.Code != 404 {
+	if a := h.call("GET", "/api/ticket/attachment?id="+f.ID.Hex(), eve.token, nil); a.Code != 404 || a.Message != "Attachment not found" {
 		t.Errorf("another team's attachment: %d", a.Code)
 	}
 }
@@ -77,8 +77,8 @@ func TestDeadLettersQuarantineAndIgnoredRoutes(t *testing.T) {
 	if n := len(h.call("GET", "/api/ticket/admin-deliveries?state=dead", adm.token, nil).list(t)); n != 0 {
 		t.Errorf("%d dead after requeue", n)
 	}
-	if a := h.call("POST", "/api/ticket/admin-requeue?id=nope", adm.token, nil); a.Code != 404 {
-		t.Errorf("requeue unknown: %d", a.Code)
+	if a := h.call("POST", "/api/ticket/admin-requeue?id=nope", adm.token, nil); a.Code != 404 || a.Message != "No dead delivery with this id" {
+		t.Errorf("requeue unknown: %d %q", a.Code, a.Message)
 	}
 	if a := h.call("GET", "/api/ticket/admin-deliveries?state=lost", adm.token, nil); a.Code != 400 {
 		t.Errorf("bad state: %d", a.Code)

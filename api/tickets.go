@@ -304,7 +304,10 @@ func (s *Server) listQuery(r *http.Request, admin bool) (q store.ListQuery, coun
 		q.Category = c
 	}
 	q.Keyword = strings.TrimSpace(v.Get("keyword"))
-	if utf8.RuneCountInString(q.Keyword) > 200 {
+	switch {
+	case !utf8.ValidString(q.Keyword) || strings.ContainsRune(q.Keyword, 0):
+		return q, false, badRequest("keyword is not valid UTF-8 text")
+	case utf8.RuneCountInString(q.Keyword) > 200:
 		return q, false, badRequest("keyword is longer than 200 characters")
 	}
 	switch v.Get("count") {

@@ -86,25 +86,13 @@ func (c *catalog) put(t *Ticket) {
 // query returns the ids of one page of matching tickets, newest-updated
 // first, and how many match in all. Keyword matching is the same
 // case-insensitive literal match the database query makes.
-func (c *catalog) query(q ListQuery) ([]bson.ObjectID, int64) {
-	var kw *regexp.Regexp
-	if q.Keyword != "" {
-		kw = regexp.MustCompile("(?i)" + regexp.QuoteMeta(q.Keyword))
-	}
+func (c *catalog) query(q ListQuery, kw *regexp.Regexp) ([]bson.ObjectID, int64) {
 	c.mu.RLock()
 	var hits []summary
 	for _, sm := range c.byID {
-		switch {
-		case sm.IsDelete,
-			q.TeamID != "" && sm.TeamID != q.TeamID,
-			!q.CreatorID.IsZero() && sm.CreatorID != q.CreatorID,
-			q.Status != "" && sm.Status != q.Status,
-			q.Priority != "" && sm.Priority != q.Priority,
-			q.Category != "" && sm.Category != q.Category,
-			kw != nil && !kw.MatchString(sm.Subject) && !kw.MatchString(sm.Description):
-			continue
+		if q.matches(sm, kw) {
+			hits = append(hits, sm)
 		}
-		hits = append(hits, sm)
 	}
 	c.mu.RUnlock()
 	slices.SortFunc(hits, func(a, b summary) int {
@@ -123,10 +111,37 @@ func (c *catalog) query(q ListQuery) ([]bson.ObjectID, int64) {
 	return ids, total
 }
 
+// matches applies a listing's filters to a summary; kw is the compiled
+// keyword, nil for none.
+func (q ListQuery) matches(sm summary, kw *regexp.Regexp) bool {
+	switch {
+	case sm.IsDelete,
+		q.TeamID != "" && sm.TeamID != q.TeamID,
+		!q.CreatorID.IsZero() && sm.CreatorID != q.CreatorID,
+		q.Status != "" && sm.Status != q.Status,
+		q.Priority != "" && sm.Priority != q.Priority,
+		q.Category != "" && sm.Category != q.Category,
+		kw != nil && !kw.MatchString(sm.Subject) && !kw.MatchString(sm.Description):
+		return false
+	}
+	return true
+}
+
+// keywordRegexp is the keyword as the case-insensitive literal pattern the
+// database query uses too; nil for no keyword. The keyword is valid UTF-8
+// (ListTickets checks), so a quoted literal always compiles.
+func keywordRegexp(keyword string) *regexp.Regexp {
+	if keyword == "" {
+		return nil
+	}
+	return regexp.MustCompile("(?i)" + regexp.QuoteMeta(keyword))
+}
+
 // listFromCatalog reads the page the catalog picked, ticket by ticket (by
 // _id, the lookup the embedded server answers from an index).
 func (s *Store) listFromCatalog(ctx context.Context, q ListQuery) ([]Ticket, int64, error) {
-	ids, total := s.catalog.query(q)
+	kw := keywordRegexp(q.Keyword)
+	ids, total := s.catalog.query(q, kw)
 	if len(ids) == 0 {
 		// Nothing to read: still say so only if the database is there, or
 		// a client would take an outage for an empty list.
@@ -142,6 +157,13 @@ func (s *Store) listFromCatalog(ctx context.Context, q ListQuery) ([]Ticket, int
 			if t, err = s.load(ctx, id, withoutHistory); err != nil {
 				return nil, 0, fmt.Errorf("list tickets: %w", err)
 			}
+		}
+		// A write whose outcome was unknown, or one that landed since the
+		// page was picked, may have changed the ticket: list what is true.
+		if sm := summarize(t); !q.matches(sm, kw) {
+			s.catalog.put(t)
+			total--
+			continue
 		}
 		out = append(out, *t)
 	}

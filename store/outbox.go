@@ -81,24 +81,34 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []strin
 		}
 		for _, sink := range sinks {
 			d := Delivery{ID: e.ID.Hex() + "/" + sink, Sink: sink, Event: e, State: DeliveryPending, NextAttemptAt: now, CreatedAt: now}
+			// A delivery completed since an earlier relay of this event
+			// (whose pull did not happen) must not be queued again.
+			if _, err := s.lookupKey(ctx, deliveredKey(d.ID)); err == nil {
+				continue
+			} else if !errors.Is(err, ErrNotFound) {
+				return 0, fmt.Errorf("relay event %s: %w", d.ID, err)
+			}
 			if _, err := s.outbox.InsertOne(ctx, d); err != nil && !mongo.IsDuplicateKeyError(err) {
 				return 0, fmt.Errorf("relay event %s: %w", d.ID, classify(err))
 			}
 		}
 	}
-	for _, sink := range sinks {
-		s.wake(sink)
-	}
 	// $pullAll removes exactly these elements, as read; an event pushed
-	// meanwhile by another daemon stays for the next relay.
+	// meanwhile by another daemon stays for the next relay. It runs even
+	// when the caller is stopping: the deliveries are queued already.
 	pull := make(bson.A, len(doc.Outbox))
 	for i, r := range doc.Outbox {
 		pull[i] = r
 	}
-	_, err = s.tickets.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err = s.tickets.UpdateOne(pctx, bson.D{{Key: "_id", Value: id}},
 		bson.D{{Key: "$pullAll", Value: bson.D{{Key: "outbox", Value: pull}}}})
 	if err != nil {
 		return 0, fmt.Errorf("relay ticket %s: clear events: %w", id.Hex(), classify(err))
+	}
+	for _, sink := range sinks {
+		s.wake(sink)
 	}
 	return len(doc.Outbox), nil
 }
@@ -216,8 +226,16 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 	return &d, nil
 }
 
-// CompleteDelivery removes a delivered entry.
+// deliveredKey marks a completed delivery (in the keys collection, looked
+// up by _id), so that relaying its event again cannot queue it again.
+func deliveredKey(deliveryID string) string { return "delivered:" + deliveryID }
+
+// CompleteDelivery records a delivery as done and removes it from the
+// queue.
 func (s *Store) CompleteDelivery(ctx context.Context, id string) error {
+	if _, err := s.bindKey(ctx, deliveredKey(id), bson.NilObjectID); err != nil {
+		return fmt.Errorf("complete delivery %s: %w", id, err)
+	}
 	if _, err := s.outbox.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
 		return fmt.Errorf("complete delivery %s: %w", id, classify(err))
 	}
@@ -226,7 +244,7 @@ func (s *Store) CompleteDelivery(ctx context.Context, id string) error {
 
 // RetryDelivery records a failed attempt and when to try again.
 func (s *Store) RetryDelivery(ctx context.Context, id string, cause error, at time.Time) error {
-	return s.setDelivery(ctx, id, bson.D{
+	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{
 		{Key: "nextAttemptAt", Value: at.UTC().Truncate(time.Millisecond)},
 		{Key: "lastError", Value: cause.Error()},
 	})
@@ -235,25 +253,27 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, cause error, at ti
 // KillDelivery moves an entry to the dead-letter state: no more attempts
 // until an operator requeues it.
 func (s *Store) KillDelivery(ctx context.Context, id string, cause error) error {
-	return s.setDelivery(ctx, id, bson.D{
+	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{
 		{Key: "state", Value: DeliveryDead},
 		{Key: "lastError", Value: cause.Error()},
 	})
 }
 
-// RequeueDelivery gives a dead entry a fresh set of attempts, now.
+// RequeueDelivery gives a dead entry a fresh set of attempts, now;
+// ErrNotFound when there is no dead entry with that id (a pending one may be
+// in flight and is left alone).
 func (s *Store) RequeueDelivery(ctx context.Context, id string) error {
-	return s.setDelivery(ctx, id, bson.D{
+	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: DeliveryDead}}, bson.D{
 		{Key: "state", Value: DeliveryPending},
 		{Key: "attempts", Value: 0},
 		{Key: "nextAttemptAt", Value: s.nowUTC()},
 	})
 }
 
-func (s *Store) setDelivery(ctx context.Context, id string, set bson.D) error {
-	res, err := s.outbox.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
+func (s *Store) setDelivery(ctx context.Context, filter, set bson.D) error {
+	res, err := s.outbox.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
 	if err != nil {
-		return fmt.Errorf("update delivery %s: %w", id, classify(err))
+		return fmt.Errorf("update delivery %v: %w", filter[0].Value, classify(err))
 	}
 	if res.MatchedCount == 0 {
 		return ErrNotFound

@@ -624,3 +624,37 @@ func TestRecentTicketStateStaysCoherent(t *testing.T) {
 		t.Errorf("stored: %d responses, __v %d, %d pending events, ids %v", len(stored.Response), stored.V, len(stored.Outbox), stored.MessageIDs)
 	}
 }
+
+// A delivery completed before its event was pulled from the ticket (the
+// pull failed) is not queued again by the next relay; requeue only revives
+// dead deliveries.
+func TestCompletedDeliveriesAreNotRequeued(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	tk := newTicket(t, s, "t", "x")
+	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ClaimDelivery(ctx, "email", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequeueDelivery(ctx, d.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("requeue of an in-flight delivery: %v", err)
+	}
+	if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Put the event back on the ticket, as if the first pull had failed.
+	_, err = s.Database().Collection("tickets").UpdateOne(ctx, bson.D{{Key: "_id", Value: tk.ID}},
+		bson.D{{Key: "$push", Value: bson.D{{Key: "outbox", Value: d.Event}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountDeliveries(ctx, store.DeliveryPending); n != 0 {
+		t.Errorf("a completed delivery was queued again (%d pending)", n)
+	}
+}

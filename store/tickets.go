@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -102,6 +103,11 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 			if ferr != nil {
 				return nil, false, fmt.Errorf("create ticket: find duplicate of %q: %w", in.SourceKey, ferr)
 			}
+			// The first attempt may have been stored without this process
+			// hearing of it (a timeout after the insert): make sure the
+			// catalog and the relay know it now.
+			s.catalog.put(existing)
+			s.signal(existing.ID)
 			return existing, false, s.BindMessageID(ctx, in.MessageID, existing.ID)
 		}
 		return nil, false, fmt.Errorf("create ticket: %w", classify(err))
@@ -352,6 +358,9 @@ func (s *Store) ListTickets(ctx context.Context, scope Scope, q ListQuery) ([]Ti
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
 	}
+	if !utf8.ValidString(q.Keyword) || strings.ContainsRune(q.Keyword, 0) {
+		return nil, 0, fmt.Errorf("list tickets: %w: keyword is not valid text", ErrInvalid)
+	}
 	if s.catalog != nil {
 		return s.listFromCatalog(ctx, q)
 	}
@@ -529,7 +538,7 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		// back, we know what the update makes of it.
 		res, err := s.tickets.UpdateOne(ctx, filter, c.update())
 		if err != nil {
-			s.recent.drop(id) // the write may or may not have happened
+			s.resync(ctx, id) // the write may or may not have happened
 			return nil, fmt.Errorf("update ticket %s: %w", id.Hex(), classify(err))
 		}
 		if res.MatchedCount == 0 {
@@ -545,6 +554,22 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		return t, nil
 	}
 	return nil, fmt.Errorf("update ticket %s: %d concurrent writers won: %w", id.Hex(), maxCASAttempts, ErrConflict)
+}
+
+// resync forgets what this process remembers of a ticket after a write
+// whose outcome is unknown, and reads the catalog's summary back from the
+// database (even when the caller's context is gone). If that read fails too,
+// listings re-check every ticket they load, and the next write repairs it.
+func (s *Store) resync(ctx context.Context, id bson.ObjectID) {
+	s.recent.drop(id)
+	if s.catalog == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if t, err := s.load(ctx, id, withoutHistory); err == nil {
+		s.catalog.put(t)
+	}
 }
 
 // nextSeq allocates the next number of a named sequence.

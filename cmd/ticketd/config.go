@@ -181,8 +181,14 @@ func (c *Config) validate() error {
 			bad(k, "must be a positive duration such as 30s, got %s", positive[k])
 		}
 	}
-	if s := c.Auth.JWTSecret; s != "" && len(s) < 32 {
+	switch s := c.Auth.JWTSecret; {
+	case s != "" && len(s) < 32:
 		bad("auth.jwtSecret", "must be at least 32 characters (or empty to generate one), got %d", len(s))
+	case s == "" && c.Store.URI != "":
+		// A generated secret lives in one host's dataDir: daemons sharing
+		// a MongoDB would each accept only their own tokens and reply
+		// addresses.
+		bad("auth.jwtSecret", "must be set (or TICKETD_JWT_SECRET) when store.uri is: every daemon on the database must share it")
 	}
 	if len(c.Tickets.Categories) == 0 {
 		bad("tickets.categories", "must list at least one category")
@@ -207,7 +213,7 @@ func (c *Config) validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
-	c.Email.validate(bad)
+	c.Email.validate(bad, c.HTTP.ShutdownTimeout)
 	return errors.Join(errs...)
 }
 

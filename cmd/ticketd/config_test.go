@@ -123,6 +123,17 @@ func TestConfigRejectsUnknownKeysWithLine(t *testing.T) {
 	}
 }
 
+func TestSharedDatabaseNeedsAnExplicitSecret(t *testing.T) {
+	p := writeFile(t, "store: {uri: \"mongodb://db:27017\"}\n")
+	if _, err := loadConfig(p, noEnv); err == nil || !strings.Contains(err.Error(), "auth.jwtSecret") {
+		t.Errorf("store.uri without a secret: %v", err)
+	}
+	env := map[string]string{"TICKETD_JWT_SECRET": strings.Repeat("s", 32)}
+	if _, err := loadConfig(p, func(k string) string { return env[k] }); err != nil {
+		t.Errorf("with TICKETD_JWT_SECRET: %v", err)
+	}
+}
+
 func TestEnvironmentOverridesSecrets(t *testing.T) {
 	secretFile := filepath.Join(t.TempDir(), "s")
 	os.WriteFile(secretFile, []byte("from-a-file-0123456789abcdef0123456789\n"), 0o600)
@@ -161,10 +172,11 @@ func TestExampleEmailSectionValidatesWhenEnabled(t *testing.T) {
 		t.Errorf("mail passwords not taken from the environment")
 	}
 	broken := strings.Replace(on, "host: smtp.example.com", `host: ""`, 1)
+	broken = strings.Replace(broken, "shutdownTimeout: 20s", "shutdownTimeout: 12s", 1) // the inbound grace is 15s
 	broken = strings.Replace(broken, "security: starttls", "security: carrier-pigeon", 1)
 	broken = strings.Replace(broken, "tls: tls", "tls: sometimes", 1)
 	_, err = loadConfig(writeFile(t, broken), getenv)
-	for _, key := range []string{"email.outbound.smtp.host", "email.outbound.smtp.security", "email.inbound.accounts[0].tls"} {
+	for _, key := range []string{"email.outbound.smtp.host", "email.outbound.smtp.security", "email.inbound.accounts[0].tls", "email.inbound.shutdownGrace"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("error does not name %s: %v", key, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -55,12 +56,26 @@ func (e *EmailConfig) complete() {
 
 // validate checks the bridge's settings with each side's own validator and
 // puts the key paths of this file in front of their messages.
-func (e *EmailConfig) validate(bad func(key, format string, args ...any)) {
+func (e *EmailConfig) validate(bad func(key, format string, args ...any), shutdown time.Duration) {
 	if !e.Enabled {
 		return
 	}
 	if e.Address == "" || !strings.Contains(e.Address, "@") {
 		bad("email.address", "must be the support address, like support@example.com, got %q", e.Address)
+	}
+	effective := func(v, def time.Duration) time.Duration {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	for key, grace := range map[string]time.Duration{
+		"email.inbound.shutdownGrace":  effective(e.Inbound.ShutdownGrace, emailin.DefaultShutdownGrace),
+		"email.outbound.shutdownGrace": effective(e.Outbound.ShutdownGrace, emailout.DefaultShutdownGrace),
+	} {
+		if grace >= shutdown {
+			bad(key, "%s must be shorter than http.shutdownTimeout (%s), or shutdown cuts it short", grace, shutdown)
+		}
 	}
 	c := *e
 	c.complete()

@@ -43,23 +43,42 @@ func jwtSecret(cfg Config) ([]byte, error) {
 			return nil, fmt.Errorf("generate JWT secret: %w", err)
 		}
 		s := hex.EncodeToString(buf)
-		// O_EXCL: two first runs at once must not both write a secret.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
+		// Written whole to a temporary file, synced, then linked into
+		// place: the secret never exists half-written, and of two first
+		// runs at once only one link succeeds.
+		if err := writeNew(path, []byte(s+"\n")); errors.Is(err, fs.ErrExist) {
 			return jwtSecret(cfg)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", path, err)
-		}
-		if _, err := f.WriteString(s + "\n"); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("write %s: %w", path, err)
-		}
-		if err := f.Close(); err != nil {
-			return nil, fmt.Errorf("write %s: %w", path, err)
+		} else if err != nil {
+			return nil, err
 		}
 		return []byte(s), nil
 	default:
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+}
+
+// writeNew creates path with data and mode 0600, atomically; fs.ErrExist
+// when path exists.
+func writeNew(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".jwt-secret-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -119,9 +119,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	case err := <-httpDone:
 		serveErr = fmt.Errorf("http server: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownTimeout)
+	// Each phase gets the whole shutdownTimeout: the workers' in-flight
+	// sends and messages must not lose time to slow HTTP requests, or the
+	// store would close under them.
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.HTTP.ShutdownTimeout)
 	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
+	if err := httpSrv.Shutdown(hctx); err != nil {
 		log.Error("http shutdown incomplete", "err", err)
 	}
 	stopWork()
@@ -129,8 +132,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	go func() { workers.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-sctx.Done():
-		log.Error("workers did not stop in time", "timeout", cfg.HTTP.ShutdownTimeout)
+	case <-time.After(cfg.HTTP.ShutdownTimeout):
+		log.Error("workers did not stop in time; closing the store under them", "timeout", cfg.HTTP.ShutdownTimeout)
 	}
 	return serveErr
 }

@@ -259,6 +259,11 @@ func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Resul
 	}
 	sk := sourceKey(key)
 	if t.SourceKey == sk {
+		// open() stores the files after the ticket: if that failed, this
+		// re-read is the repair (saving them again is a no-op otherwise).
+		if err := d.saveFiles(ctx, files(msg, key), t.ID); err != nil {
+			return Result{}, false, err
+		}
 		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
 	}
 	for _, r := range t.Response {

@@ -875,7 +875,11 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 
 func (w *worker) storeFailed(err error, uid uint32) error {
 	w.src.c.storeErrors.Add(1)
-	w.attempts[uid]++
+	// An outage is nobody's fault: only refusals count toward quarantining
+	// the message.
+	if !errors.Is(err, store.ErrUnavailable) {
+		w.attempts[uid]++
+	}
 	return fmt.Errorf("store message uid %d of %s (will retry): %w", uid, w.id, err)
 }
 

@@ -429,6 +429,15 @@ type faultyStore struct {
 	// which then takes slow to finish.
 	started chan struct{}
 	slow    time.Duration
+	// failSaves fails that many SaveAttachment calls with an outage.
+	failSaves atomic.Int32
+}
+
+func (f *faultyStore) SaveAttachment(ctx context.Context, a store.AttachmentFile) error {
+	if f.failSaves.Add(-1) >= 0 {
+		return errors.Join(store.ErrUnavailable, errors.New("connection refused"))
+	}
+	return f.Store.SaveAttachment(ctx, a)
 }
 
 func (f *faultyStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
@@ -530,5 +539,30 @@ func TestAttachmentIDsAreStable(t *testing.T) {
 	a, b := attachmentID("k@x", "0"), attachmentID("k@x", "0")
 	if a != b || a == attachmentID("k@x", "1") || a == (bson.ObjectID{}) {
 		t.Errorf("attachment ids not derived deterministically: %s %s", a.Hex(), b.Hex())
+	}
+}
+
+// The files of a mail that opened a ticket are stored after the ticket; if
+// that fails, the re-read of the mail (recognized as already stored) stores
+// them.
+func TestFailedFileSaveIsRepairedByTheReRead(t *testing.T) {
+	h := startIMAP(t, imapOpts{})
+	fs := &faultyStore{Store: newStore(t)}
+	fs.failSaves.Store(1)
+	src, err := New(fs, h.baseOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := fixture(t, "attachment.eml", "N", "1", "TO", testBase)
+	if _, err := src.Deliver(context.Background(), "test", raw); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("first delivery: %v, want the outage", err)
+	}
+	res, err := src.Deliver(context.Background(), "test", raw)
+	if err != nil || !res.Duplicate {
+		t.Fatalf("re-read: %+v %v", res, err)
+	}
+	f, err := fs.Attachment(context.Background(), attachmentID("att-1@customer.test", "0"), store.AllTickets)
+	if err != nil || f.TicketID != res.TicketID || f.Filename != "error.log" {
+		t.Errorf("the file after the re-read: %+v %v", f, err)
 	}
 }

@@ -14,6 +14,10 @@ import (
 	"github.com/ticketd/ticketd/internal/replytoken"
 )
 
+// DefaultShutdownGrace is how long a send in flight may finish on shutdown
+// when Options.ShutdownGrace is zero.
+const DefaultShutdownGrace = 10 * time.Second
+
 // Options configures a Notifier. The zero value of every field is its
 // documented default, except the three required ones: SMTP.Host, From and
 // Signer. Key paths in Validate's errors are the yaml names below; cmd
@@ -186,7 +190,7 @@ func (o Options) withDefaults() Options {
 		o.PollInterval = 30 * time.Second
 	}
 	if o.ShutdownGrace == 0 {
-		o.ShutdownGrace = 10 * time.Second
+		o.ShutdownGrace = DefaultShutdownGrace
 	}
 	return o
 }
