@@ -942,7 +942,16 @@ func (w *worker) ackPending(c *imapclient.Client, st *store.MailboxState) error 
 	}
 	for dest, set := range moves {
 		if _, err := c.Move(set, dest).Wait(); err != nil {
-			return fmt.Errorf("move %v of %s to %s: %w", set, w.mailbox, dest, err)
+			var refused *imap.Error
+			if !errors.As(err, &refused) {
+				return fmt.Errorf("move %v of %s to %s: %w", set, w.mailbox, dest, err)
+			}
+			// The server refuses the move (no such mailbox, no right): a
+			// configuration problem that retrying cannot fix. The mail is
+			// stored and flagged; leave it where it is rather than read it
+			// again forever.
+			w.log.Error("cannot move processed mail; it stays in the mailbox, flagged \\Seen. Check processedMailbox/quarantineMailbox",
+				"to", dest, "uids", set.String(), "err", err)
 		}
 	}
 	w.unacked = w.unacked[:0]

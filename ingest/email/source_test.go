@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -564,5 +565,30 @@ func TestFailedFileSaveIsRepairedByTheReRead(t *testing.T) {
 	f, err := fs.Attachment(context.Background(), attachmentID("att-1@customer.test", "0"), store.AllTickets)
 	if err != nil || f.TicketID != res.TicketID || f.Filename != "error.log" {
 		t.Errorf("the file after the re-read: %+v %v", f, err)
+	}
+}
+
+// A processed mailbox the server refuses (deleted under us) must not make
+// the source read the same mail forever: it is stored, flagged, left where
+// it is, and the position moves on.
+func TestRefusedMoveDoesNotBlockTheMailbox(t *testing.T) {
+	h := startIMAP(t, imapOpts{})
+	st := newStore(t)
+	o := h.baseOptions(t)
+	o.Accounts[0].ProcessedMailbox = "Processed"
+	src := startSource(t, st, o)
+	waitFor(t, "the processed mailbox", func() bool { return h.user.Delete("Processed") == nil })
+	uid := h.appendMail("INBOX", testMail{subject: "Nowhere to go"}.bytes())
+	ticketWithSubject(t, st, "Nowhere to go")
+	waitFor(t, "the read position", func() bool {
+		ms, _ := st.MailboxState(context.Background(), "support@127.0.0.1/INBOX")
+		return ms.LastUID == uint32(uid)
+	})
+	if !slices.Contains(h.flags("INBOX", uid), imap.FlagSeen) {
+		t.Errorf("the stored mail is not flagged \\Seen")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := src.Stats().Fetched; n != 1 {
+		t.Errorf("fetched %d times, want once", n)
 	}
 }
