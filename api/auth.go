@@ -52,10 +52,6 @@ func (p Principal) scope() store.Scope {
 	return store.TeamScope(p.Team)
 }
 
-// PersonalTeam is the team of a customer whose token names none: the
-// customer alone.
-func PersonalTeam(id bson.ObjectID) string { return "personal:" + id.Hex() }
-
 // NewToken mints an HS256 token; `ticketd token` uses it with the daemon's
 // own secret.
 func NewToken(secret []byte, sub bson.ObjectID, role Role, team string, ttl time.Duration, now time.Time) (string, error) {
@@ -108,7 +104,7 @@ func (a *authenticator) principal(r *http.Request) (Principal, error) {
 	}
 	p := Principal{ID: id, Role: c.Role, Team: c.Team}
 	if p.Role == RoleCustomer && p.Team == "" {
-		p.Team = PersonalTeam(id)
+		p.Team = store.PersonalTeam(id)
 	}
 	return p, nil
 }

@@ -1,7 +1,7 @@
 package store
 
 import (
-	"cmp"
+	"bytes"
 	"context"
 	"fmt"
 	"regexp"
@@ -99,7 +99,7 @@ func (c *catalog) query(q ListQuery, kw *regexp.Regexp) ([]bson.ObjectID, int64)
 		if n := b.UpdatedAt.Compare(a.UpdatedAt); n != 0 {
 			return n
 		}
-		return cmp.Compare(b.ID.Hex(), a.ID.Hex())
+		return bytes.Compare(b.ID[:], a.ID[:]) // the order of the ids' hex, without formatting it
 	})
 	total := int64(len(hits))
 	from := min(q.Offset, len(hits))

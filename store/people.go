@@ -43,6 +43,10 @@ func (s *Store) bindKey(ctx context.Context, key string, ref bson.ObjectID) (bso
 	return ref, nil
 }
 
+// PersonalTeam is the team of a customer who belongs to none: the customer
+// alone.
+func PersonalTeam(customer bson.ObjectID) string { return "personal:" + customer.Hex() }
+
 func normEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
 
 // FindOrCreateCustomer returns the customer with this address, creating it
@@ -57,7 +61,7 @@ func (s *Store) FindOrCreateCustomer(ctx context.Context, email, name, team stri
 	}
 	c := &Customer{ID: bson.NewObjectID(), Email: email, Name: name, TeamID: team, CreatedAt: s.nowUTC()}
 	if c.TeamID == "" {
-		c.TeamID = "personal:" + c.ID.Hex()
+		c.TeamID = PersonalTeam(c.ID)
 	}
 	if _, err := s.customers.InsertOne(ctx, c); err != nil {
 		return nil, false, fmt.Errorf("create customer %s: %w", email, classify(err))

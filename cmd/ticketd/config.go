@@ -149,14 +149,9 @@ func secretFromEnv(getenv func(string) string, name string) (string, error) {
 
 func (c *Config) validate() error {
 	var errs []error
-	bad := func(key, format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		if msg == "" { // a nested validator's line, already "key: problem"
-			errs = append(errs, fmt.Errorf("  %s", key))
-			return
-		}
-		errs = append(errs, fmt.Errorf("  %s: %s", key, msg))
-	}
+	// line reports one "key: problem"; bad formats one.
+	line := func(l string) { errs = append(errs, errors.New("  "+l)) }
+	bad := func(key, format string, args ...any) { line(key + ": " + fmt.Sprintf(format, args...)) }
 	if c.DataDir == "" {
 		bad("dataDir", "must name a directory")
 	}
@@ -213,7 +208,7 @@ func (c *Config) validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
-	c.Email.validate(bad, c.HTTP.ShutdownTimeout)
+	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
 	return errors.Join(errs...)
 }
 

@@ -54,9 +54,9 @@ func (e *EmailConfig) complete() {
 	}
 }
 
-// validate checks the bridge's settings with each side's own validator and
-// puts the key paths of this file in front of their messages.
-func (e *EmailConfig) validate(bad func(key, format string, args ...any), shutdown time.Duration) {
+// validate checks the bridge's settings with each side's own validator,
+// whose "key: problem" lines it reports with this file's key path in front.
+func (e *EmailConfig) validate(bad func(key, format string, args ...any), line func(string), shutdown time.Duration) {
 	if !e.Enabled {
 		return
 	}
@@ -69,20 +69,26 @@ func (e *EmailConfig) validate(bad func(key, format string, args ...any), shutdo
 		}
 		return v
 	}
-	for key, grace := range map[string]time.Duration{
-		"email.inbound.shutdownGrace":  effective(e.Inbound.ShutdownGrace, emailin.DefaultShutdownGrace),
-		"email.outbound.shutdownGrace": effective(e.Outbound.ShutdownGrace, emailout.DefaultShutdownGrace),
+	for _, g := range []struct {
+		key   string
+		grace time.Duration
+	}{
+		{"email.inbound.shutdownGrace", effective(e.Inbound.ShutdownGrace, emailin.DefaultShutdownGrace)},
+		{"email.outbound.shutdownGrace", effective(e.Outbound.ShutdownGrace, emailout.DefaultShutdownGrace)},
 	} {
-		if grace >= shutdown {
-			bad(key, "%s must be shorter than http.shutdownTimeout (%s), or shutdown cuts it short", grace, shutdown)
+		if g.grace >= shutdown {
+			bad(g.key, "%s must be shorter than http.shutdownTimeout (%s), or shutdown cuts it short", g.grace, shutdown)
 		}
 	}
 	c := *e
 	c.complete()
 	c.Outbound.Signer = replytoken.New([]byte("validation only"))
-	for prefix, err := range map[string]error{"email.inbound.": c.Inbound.Validate(), "email.outbound.": c.Outbound.Validate()} {
-		for _, line := range errLines(err) {
-			bad(prefix+strings.TrimSpace(line), "%s", "")
+	for _, side := range []struct {
+		prefix string
+		err    error
+	}{{"email.inbound.", c.Inbound.Validate()}, {"email.outbound.", c.Outbound.Validate()}} {
+		for _, l := range errLines(side.err) {
+			line(side.prefix + strings.TrimSpace(l))
 		}
 	}
 }
