@@ -433,6 +433,14 @@ func TestHeaderThreadingOnlyWithinTeam(t *testing.T) {
 			t.Errorf("result = %+v, want a response on Carol's ticket", res)
 		}
 	})
+	t.Run("outsider answering the ticket's reply address", func(t *testing.T) {
+		// As the README says: the signed address is proof, whoever holds it.
+		res := deliverMail(t, src, testMail{from: "Dave <dave@customer.test>", to: "carol@customer.test",
+			subject: "Re: My own problem", headers: []string{"Cc: " + replytoken.New(testSecret).Address(testBase, carol.TicketID)}}.bytes())
+		if res.Kind != KindResponse || res.TicketID != carol.TicketID || res.ThreadedBy != "token" {
+			t.Errorf("result = %+v, want a response on Carol's ticket by token", res)
+		}
+	})
 }
 
 // lookupCounter counts the store lookups threading makes.
