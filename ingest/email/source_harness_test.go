@@ -442,7 +442,7 @@ func (r *running) wait(t testing.TB) {
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("Run did not return after cancel")
 	}
 }
