@@ -737,6 +737,10 @@ func (w *worker) session(ctx context.Context) error {
 
 var errClosed = errors.New("imap connection closed")
 
+// logIdling is logged (debug) once the server has accepted IDLE: from then
+// on it announces new mail.
+const logIdling = "idling until new mail"
+
 // wait blocks until new mail may be there: an EXISTS during IDLE, a poll
 // tick, or ctx.
 func (w *worker) wait(ctx context.Context, c *imapclient.Client, idle bool) error {
@@ -753,6 +757,7 @@ func (w *worker) wait(ctx context.Context, c *imapclient.Client, idle bool) erro
 	if err != nil {
 		return fmt.Errorf("start IDLE: %w", err)
 	}
+	w.log.Debug(logIdling)
 	closed := false
 	select {
 	case <-ctx.Done():
