@@ -134,6 +134,9 @@ func TestSocketAcksOnlyAfterTheHandlerStored(t *testing.T) {
 	if h.attempts[first.EventID] != 2 {
 		t.Fatalf("first event tried %d times, want 2", h.attempts[first.EventID])
 	}
+	// The fake records an ack as it arrives, which can be before the
+	// runner counts it: wait for the count rather than read it once.
+	f.Until(t, "two acks counted", func() bool { return s.Stats().Acked == 2 })
 	st := s.Stats()
 	if st.Received != 3 || st.Acked != 2 || st.HandlerErrors != 1 {
 		t.Fatalf("stats %+v", st)
