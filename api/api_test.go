@@ -462,6 +462,9 @@ func TestErrorCodes(t *testing.T) {
 		{"malformed token", "GET", "/api/ticket/fetch", "not.a.jwt", nil, "", 401},
 		{"expired token", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", time.Now().Add(-time.Hour).Unix())), nil, "", 401},
 		{"no exp", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", nil)), nil, "", 401},
+		{"exp as string", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", fmt.Sprint(time.Now().Add(time.Hour).Unix()))), nil, "", 401},
+		{"iat as string", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("iat", fmt.Sprint(time.Now().Unix()))), nil, "", 401},
+		{"personal team of another", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("team", store.PersonalTeam(bson.NewObjectID()))), nil, "", 401},
 		{"bad signature", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, []byte("another-secret-of-16+"), good), nil, "", 401},
 		{"alg none", "GET", "/api/ticket/fetch", none, nil, "", 401},
 		{"HS512", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS512, secret, good), nil, "", 401},
@@ -612,4 +615,28 @@ func FuzzCreateBody(f *testing.F) {
 			t.Fatalf("body %q: answer %d success=%v", body, rec.Code, *env.Success)
 		}
 	})
+}
+
+// A personal team belongs to one customer: a token naming one is never
+// minted, and a signed one is refused, so it cannot reach that customer's
+// tickets.
+func TestPersonalTeamCannotBeNamedInAToken(t *testing.T) {
+	h := newHarness(t)
+	victim := h.user(api.RoleCustomer, "")
+	h.create(victim, "my own trouble")
+	team := store.PersonalTeam(victim.id)
+	if _, err := api.NewToken(secret, bson.NewObjectID(), api.RoleCustomer, team, time.Hour, time.Now()); err == nil {
+		t.Error("NewToken minted a token for another customer's personal team")
+	}
+	claims := jwt.MapClaims{"sub": bson.NewObjectID().Hex(), "role": "customer", "team": team, "exp": time.Now().Add(time.Hour).Unix()}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := h.call("GET", "/api/ticket/fetch", tok, nil); a.Code != 401 || strings.Contains(a.Raw, "my own trouble") {
+		t.Errorf("token naming a personal team: %d %s, want 401", a.Code, a.Raw)
+	}
+	if a := h.call("GET", "/api/ticket/fetch", victim.token, nil); a.Code != 200 || len(a.list(t)) != 1 {
+		t.Errorf("the owner's own token (no team) must still see the ticket: %d %s", a.Code, a.Raw)
+	}
 }

@@ -288,6 +288,9 @@ func (o *Options) Validate() error {
 		if strings.TrimSpace(team) == "" {
 			bad("domainTeams."+d, "empty team")
 		}
+		if store.ReservedTeam(team) {
+			bad("domainTeams."+d, "%q is reserved for personal teams, which the store assigns", team)
+		}
 	}
 	for i, a := range o.OwnAddresses {
 		if !strings.Contains(a, "@") {
