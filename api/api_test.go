@@ -394,6 +394,29 @@ func TestIdempotencyKeyOnCreate(t *testing.T) {
 	}
 }
 
+// Replies take an Idempotency-Key under the same rules as creates: a retry
+// adds nothing, a key over 200 characters is refused before anything is
+// stored.
+func TestIdempotencyKeyOnReply(t *testing.T) {
+	h := newHarness(t)
+	c := h.user(api.RoleCustomer, "acme")
+	id := h.create(c, "keys")["_id"].(string)
+	body := map[string]string{"description": "said once"}
+	for range 2 {
+		if a := h.call("POST", "/api/ticket/create-reply?id="+id, c.token, body, "Idempotency-Key", "r-1"); a.Code != 200 {
+			t.Fatalf("reply: %d %s", a.Code, a.Raw)
+		}
+	}
+	a := h.call("POST", "/api/ticket/create-reply?id="+id, c.token, body, "Idempotency-Key", strings.Repeat("k", 201))
+	if a.Code != 400 || a.Success || !strings.Contains(a.Message, "Idempotency-Key") {
+		t.Errorf("reply with a 201-character key: %d %s, want 400 naming the header", a.Code, a.Raw)
+	}
+	tk := h.call("GET", "/api/ticket/fetch-one?id="+id, c.token, nil).ticket(t)
+	if n := len(tk["response"].([]any)); n != 1 {
+		t.Errorf("%d responses, want the retried one once and the refused one not at all", n)
+	}
+}
+
 func TestCategoriesForBothRoles(t *testing.T) {
 	h := newHarness(t)
 	for _, role := range []api.Role{api.RoleCustomer, api.RoleAdmin} {
