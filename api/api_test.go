@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -661,5 +662,40 @@ func TestPersonalTeamCannotBeNamedInAToken(t *testing.T) {
 	}
 	if a := h.call("GET", "/api/ticket/fetch", victim.token, nil); a.Code != 200 || len(a.list(t)) != 1 {
 		t.Errorf("the owner's own token (no team) must still see the ticket: %d %s", a.Code, a.Raw)
+	}
+}
+
+// The default body limit admits the largest valid request: a 20,000-emoji
+// description (80,000 bytes of UTF-8, 240,000 when every character is
+// \u-escaped) with a 200-character subject is created, not 413; one
+// character more is refused as too long, not as too large.
+func TestDefaultBodyLimitAdmitsLargestValidRequest(t *testing.T) {
+	a, err := api.New(storetest.Open(t), api.Options{JWTSecret: secret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	h := &harness{t: t, srv: srv}
+	c := h.user(api.RoleCustomer, "acme")
+	escaped := func(s string) string { // every character as \u escapes, as ASCII-only encoders write it
+		var b strings.Builder
+		for _, u := range utf16.Encode([]rune(s)) {
+			fmt.Fprintf(&b, `\u%04x`, u)
+		}
+		return b.String()
+	}
+	subject, emoji := strings.Repeat("😀", 200), strings.Repeat("😀", 20000)
+	for name, body := range map[string]string{
+		"UTF-8":   fmt.Sprintf(`{"subject":%q,"description":%q,"category":"Technical","priority":"urgent"}`, subject, emoji),
+		"escaped": fmt.Sprintf(`{"subject":"%s","description":"%s","category":"Technical","priority":"urgent"}`, escaped(subject), escaped(emoji)),
+	} {
+		if a := h.call("POST", "/api/ticket/create", c.token, body); a.Code != 201 {
+			t.Errorf("%s: valid 20,000-emoji ticket (%d bytes): %d %.200s", name, len(body), a.Code, a.Raw)
+		}
+	}
+	over := fmt.Sprintf(`{"subject":"s","description":"%s"}`, escaped(emoji+"😀"))
+	if a := h.call("POST", "/api/ticket/create", c.token, over); a.Code != 400 || !strings.Contains(a.Message, "longer than") {
+		t.Errorf("20,001 emoji: %d %.200s, want 400 for the description's length", a.Code, a.Raw)
 	}
 }
