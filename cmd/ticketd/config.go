@@ -79,7 +79,7 @@ func defaultConfig() Config {
 		DataDir: "./data",
 		Store:   StoreConfig{Database: "ticketd"},
 		HTTP: HTTPConfig{
-			Listen: "127.0.0.1:8000",
+			Listen:         "127.0.0.1:8000",
 			RequestTimeout: 15 * time.Second, ShutdownTimeout: 20 * time.Second,
 		},
 		Auth:    AuthConfig{TokenTTL: 24 * time.Hour},
