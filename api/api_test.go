@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -65,6 +66,7 @@ type answer struct {
 	Data    json.RawMessage `json:"data"`
 	Total   *int64          `json:"total"`
 	Raw     string
+	Header  http.Header
 }
 
 func (a answer) ticket(t *testing.T) map[string]any {
@@ -113,7 +115,7 @@ func (h *harness) call(method, path, token string, body any, hdr ...string) answ
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	a := answer{Code: res.StatusCode, Raw: string(raw)}
+	a := answer{Code: res.StatusCode, Raw: string(raw), Header: res.Header}
 	if ct := res.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
 		if err := json.Unmarshal(raw, &a); err != nil {
 			h.t.Fatalf("%s %s: answer is not JSON: %q", method, path, raw)
@@ -697,5 +699,75 @@ func TestDefaultBodyLimitAdmitsLargestValidRequest(t *testing.T) {
 	over := fmt.Sprintf(`{"subject":"s","description":"%s"}`, escaped(emoji+"😀"))
 	if a := h.call("POST", "/api/ticket/create", c.token, over); a.Code != 400 || !strings.Contains(a.Message, "longer than") {
 		t.Errorf("20,001 emoji: %d %.200s, want 400 for the description's length", a.Code, a.Raw)
+	}
+}
+
+// refusingStore is the real store while its database is full: every write
+// and the readiness check fail as the store reports it, store.ErrUnavailable.
+type refusingStore struct {
+	*store.Store
+	mu      sync.Mutex
+	refused error
+}
+
+func (f *refusingStore) refusal() error { f.mu.Lock(); defer f.mu.Unlock(); return f.refused }
+
+func (f *refusingStore) Ready(ctx context.Context) error {
+	if err := f.refusal(); err != nil {
+		return err
+	}
+	return f.Store.Ready(ctx)
+}
+
+func (f *refusingStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
+	if err := f.refusal(); err != nil {
+		return nil, false, fmt.Errorf("create ticket: %w", err)
+	}
+	return f.Store.CreateTicket(ctx, in)
+}
+
+func (f *refusingStore) AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error) {
+	if err := f.refusal(); err != nil {
+		return nil, false, fmt.Errorf("update ticket: %w", err)
+	}
+	return f.Store.AddResponse(ctx, id, scope, in)
+}
+
+// A full disk is an outage: writes answer 503 with the envelope and
+// Retry-After, never 500, /readyz says not ready while it lasts and ready
+// again after.
+func TestDiskFullIs503AndNotReady(t *testing.T) {
+	fs := &refusingStore{Store: storetest.Open(t)}
+	a, err := api.New(fs, api.Options{JWTSecret: secret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	h := &harness{t: t, srv: srv}
+	c := h.user(api.RoleCustomer, "acme")
+	id := h.create(c, "before the disk filled")["_id"].(string)
+
+	fs.mu.Lock()
+	fs.refused = errors.Join(store.ErrUnavailable, errors.New("(InternalError) database or disk is full (13)"))
+	fs.mu.Unlock()
+	for name, a := range map[string]answer{
+		"create": h.call("POST", "/api/ticket/create", c.token, map[string]string{"subject": "s", "description": "d"}),
+		"reply":  h.call("POST", "/api/ticket/create-reply?id="+id, c.token, map[string]string{"description": "d"}),
+		"readyz": h.call("GET", "/readyz", "", nil),
+	} {
+		if a.Code != 503 || a.Header.Get("Retry-After") == "" || a.Success || a.Message == "" || strings.Contains(a.Raw, "disk") {
+			t.Errorf("%s while the disk is full: %d Retry-After=%q %s; want 503, Retry-After and a plain envelope", name, a.Code, a.Header.Get("Retry-After"), a.Raw)
+		}
+	}
+
+	fs.mu.Lock()
+	fs.refused = nil
+	fs.mu.Unlock()
+	if a := h.call("GET", "/readyz", "", nil); a.Code != 200 {
+		t.Errorf("readyz once writes go through: %d %s", a.Code, a.Raw)
+	}
+	if a := h.call("POST", "/api/ticket/create", c.token, map[string]string{"subject": "s", "description": "d"}); a.Code != 201 {
+		t.Errorf("create once writes go through: %d %s", a.Code, a.Raw)
 	}
 }

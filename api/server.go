@@ -301,7 +301,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	if err := s.store.Ping(r.Context()); err != nil {
+	if err := s.store.Ready(r.Context()); err != nil {
 		return err
 	}
 	ok(w, http.StatusOK, "ready", nil)

@@ -20,7 +20,9 @@ import (
 
 // Store is what the API needs of the ticket store; *store.Store has it.
 type Store interface {
-	Ping(ctx context.Context) error
+	// Ready fails (with store.ErrUnavailable) while the database cannot be
+	// reached or refuses writes.
+	Ready(ctx context.Context) error
 	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
 	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
 	UpdateTicket(ctx context.Context, id bson.ObjectID, scope store.Scope, u store.TicketUpdate, by store.Actor) (*store.Ticket, error)
