@@ -35,7 +35,13 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	st := storetest.Open(t)
-	a, err := api.New(st, api.Options{JWTSecret: secret, MaxBodyBytes: 4096}, nil)
+	return serveAPI(t, st, st, api.Options{JWTSecret: secret, MaxBodyBytes: 4096})
+}
+
+// serveAPI runs the API with o over api, which is st or a fake around it.
+func serveAPI(t *testing.T, st *store.Store, over api.Store, o api.Options) *harness {
+	t.Helper()
+	a, err := api.New(over, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -672,13 +678,8 @@ func TestPersonalTeamCannotBeNamedInAToken(t *testing.T) {
 // \u-escaped) with a 200-character subject is created, not 413; one
 // character more is refused as too long, not as too large.
 func TestDefaultBodyLimitAdmitsLargestValidRequest(t *testing.T) {
-	a, err := api.New(storetest.Open(t), api.Options{JWTSecret: secret}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(srv.Close)
-	h := &harness{t: t, srv: srv}
+	st := storetest.Open(t)
+	h := serveAPI(t, st, st, api.Options{JWTSecret: secret})
 	c := h.user(api.RoleCustomer, "acme")
 	escaped := func(s string) string { // every character as \u escapes, as ASCII-only encoders write it
 		var b strings.Builder
@@ -738,13 +739,7 @@ func (f *refusingStore) AddResponse(ctx context.Context, id bson.ObjectID, scope
 // again after.
 func TestDiskFullIs503AndNotReady(t *testing.T) {
 	fs := &refusingStore{Store: storetest.Open(t)}
-	a, err := api.New(fs, api.Options{JWTSecret: secret}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(srv.Close)
-	h := &harness{t: t, srv: srv}
+	h := serveAPI(t, fs.Store, fs, api.Options{JWTSecret: secret})
 	c := h.user(api.RoleCustomer, "acme")
 	id := h.create(c, "before the disk filled")["_id"].(string)
 
