@@ -138,16 +138,18 @@ func (h *writeHealth) monitor() *event.CommandMonitor {
 // replyRefusal finds a refusal among the write errors of an "ok" reply
 // (MongoDB reports a failed insert of one document that way).
 func replyRefusal(reply bson.Raw) error {
-	var r struct {
-		WriteErrors []struct {
-			Code   int    `bson:"code"`
-			Errmsg string `bson:"errmsg"`
-		} `bson:"writeErrors"`
-	}
-	if err := bson.Unmarshal(reply, &r); err != nil {
+	v, err := reply.LookupErr("writeErrors") // rare: skip decoding the rest of every reply
+	if err != nil {
 		return nil
 	}
-	for _, e := range r.WriteErrors {
+	var writeErrors []struct {
+		Code   int    `bson:"code"`
+		Errmsg string `bson:"errmsg"`
+	}
+	if err := v.Unmarshal(&writeErrors); err != nil {
+		return nil
+	}
+	for _, e := range writeErrors {
 		if refusal(e.Code, e.Errmsg) {
 			return fmt.Errorf("write error %d: %s", e.Code, e.Errmsg)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 )
@@ -108,5 +109,28 @@ func TestClassifyWriteRefusals(t *testing.T) {
 		if got := errors.Is(classify(tt.err), ErrUnavailable); got != tt.want {
 			t.Errorf("%s: unavailable = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// MongoDB reports a write refused for lack of space in an "ok" reply's
+// writeErrors; a duplicate key there is a normal answer.
+func TestReplyRefusal(t *testing.T) {
+	reply := func(code int, msg string) bson.Raw {
+		raw, err := bson.Marshal(bson.D{{Key: "ok", Value: 1}, {Key: "n", Value: 0},
+			{Key: "writeErrors", Value: bson.A{bson.D{{Key: "index", Value: 0}, {Key: "code", Value: code}, {Key: "errmsg", Value: msg}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	if replyRefusal(reply(14031, "out of disk space")) == nil {
+		t.Error("OutOfDiskSpace in writeErrors not seen as a refusal")
+	}
+	if err := replyRefusal(reply(11000, "E11000 duplicate key")); err != nil {
+		t.Errorf("duplicate key seen as a refusal: %v", err)
+	}
+	ok, _ := bson.Marshal(bson.D{{Key: "ok", Value: 1}, {Key: "n", Value: 1}})
+	if err := replyRefusal(ok); err != nil {
+		t.Errorf("plain success seen as a refusal: %v", err)
 	}
 }
