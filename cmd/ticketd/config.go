@@ -80,7 +80,7 @@ func defaultConfig() Config {
 		DataDir: "./data",
 		Store:   StoreConfig{Database: "ticketd"},
 		HTTP: HTTPConfig{
-			Listen: "127.0.0.1:8000", MaxBodyBytes: 64 << 10,
+			Listen:         "127.0.0.1:8000",
 			RequestTimeout: 15 * time.Second, ShutdownTimeout: 20 * time.Second,
 		},
 		Auth:    AuthConfig{TokenTTL: 24 * time.Hour},
@@ -169,8 +169,8 @@ func (c *Config) validate() error {
 	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil || port == "" {
 		bad("http.listen", "must be host:port, got %q", c.HTTP.Listen)
 	}
-	if c.HTTP.MaxBodyBytes < 1024 || c.HTTP.MaxBodyBytes > 64<<20 {
-		bad("http.maxBodyBytes", "must be from 1024 to 67108864, got %d", c.HTTP.MaxBodyBytes)
+	if c.HTTP.MaxBodyBytes != 0 && (c.HTTP.MaxBodyBytes < 1024 || c.HTTP.MaxBodyBytes > 64<<20) {
+		bad("http.maxBodyBytes", "must be 0 (derived from the ticket limits) or from 1024 to 67108864, got %d", c.HTTP.MaxBodyBytes)
 	}
 	positive := map[string]time.Duration{
 		"http.requestTimeout": c.HTTP.RequestTimeout, "http.shutdownTimeout": c.HTTP.ShutdownTimeout,

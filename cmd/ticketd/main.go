@@ -144,6 +144,9 @@ func cmdToken(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	if *role == string(api.RoleAdmin) && *team != "" {
 		return errors.New("-team is for customers; admins see every team")
 	}
+	if err := api.CheckTeam(*team); err != nil {
+		return fmt.Errorf("-team: %w", err)
+	}
 	if *ttl == 0 {
 		*ttl = cfg.Auth.TokenTTL
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ticketd/ticketd/ingest/slackin"
+	"github.com/ticketd/ticketd/store"
 )
 
 // Slack modes.
@@ -145,6 +146,9 @@ func (s *SlackConfig) validate(bad func(key, format string, args ...any), catego
 		}
 		if strings.TrimSpace(s.ChannelTeams[ch]) == "" {
 			bad("slack.channelTeams."+ch, "must name a team")
+		}
+		if store.ReservedTeam(s.ChannelTeams[ch]) {
+			bad("slack.channelTeams."+ch, "%q is reserved for personal teams, which the store assigns", s.ChannelTeams[ch])
 		}
 	}
 	if !slices.Contains(categories, s.IntakeCategory) {

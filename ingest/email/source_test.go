@@ -201,6 +201,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		DenyDomains:         []string{"bad@domain"},
 		MaxMessageBytes:     -1,
 		OwnAddresses:        []string{"nobody"},
+		DomainTeams:         map[string]string{"acme.test": "personal:0123456789abcdef01234567"},
 	}
 	err := o.Validate()
 	if err == nil {
@@ -209,7 +210,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 	for _, key := range []string{
 		"accounts[0].host", "accounts[0].port", "accounts[0].tls", "accounts[0].username", "accounts[0].auth",
 		"accounts[1].token", "accounts[1].mailboxes[1]", "pollSchedule", "unknownSenderPolicy",
-		"denyDomains[0]", "maxMessageBytes", "ownAddresses[0]",
+		"denyDomains[0]", "maxMessageBytes", "ownAddresses[0]", "domainTeams.acme.test",
 	} {
 		if !strings.Contains(err.Error(), key+":") {
 			t.Errorf("Validate error does not name %s:\n%v", key, err)
