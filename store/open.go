@@ -30,6 +30,9 @@ type OpenOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Limits caps subjects and descriptions; the zero value means the
+	// defaults.
+	Limits Limits
 }
 
 // Open connects to the configured MongoDB, or starts the embedded
@@ -72,6 +75,7 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 		Logger:     o.Logger,
 		Now:        o.Now,
 		Serialized: stopEmbedded != nil,
+		Limits:     o.Limits,
 	})
 	if err == nil && stopEmbedded != nil {
 		err = fixEmbeddedIDIndexes(ctx, filepath.Join(o.DataDir, o.Database+".sqlite"))
