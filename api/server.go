@@ -26,9 +26,6 @@ type Options struct {
 	Categories []string
 	// MaxBodyBytes caps a request body; 0 means 64 KiB.
 	MaxBodyBytes int64
-	// MaxSubject and MaxDescription cap field lengths in characters;
-	// 0 means 200 and 20,000.
-	MaxSubject, MaxDescription int
 	// RequestTimeout bounds the work for one request; 0 means 15 s.
 	RequestTimeout time.Duration
 	// Registry receives the HTTP metrics and is served on /metrics; nil
@@ -47,12 +44,6 @@ func (o *Options) defaults() {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 64 << 10
-	}
-	if o.MaxSubject <= 0 {
-		o.MaxSubject = 200
-	}
-	if o.MaxDescription <= 0 {
-		o.MaxDescription = 20000
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 15 * time.Second
