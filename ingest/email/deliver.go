@@ -21,6 +21,9 @@ import (
 // TicketWriter is what delivering mail needs from the store. *store.Store
 // satisfies it.
 type TicketWriter interface {
+	// Limits are the store's text limits: mail is cut to them, never
+	// refused for its length.
+	Limits() store.Limits
 	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
 	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
 	Ticket(ctx context.Context, id bson.ObjectID, scope store.Scope) (*store.Ticket, error)
@@ -261,7 +264,8 @@ func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Resul
 	if t.SourceKey == sk {
 		// open() stores the files after the ticket: if that failed, this
 		// re-read is the repair (saving them again is a no-op otherwise).
-		if err := d.saveFiles(ctx, files(msg, key), t.ID); err != nil {
+		_, cut := d.description(msg)
+		if err := d.saveFiles(ctx, files(msg, key, cut), t.ID); err != nil {
 			return Result{}, false, err
 		}
 		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
@@ -377,6 +381,25 @@ func mailText(msg *Message) string {
 	return "(no text)"
 }
 
+// truncatedNote ends a description cut to the store's limit.
+const truncatedNote = "\n\n[… truncated: the full message is attached as original-message.txt]"
+
+// description is what a message adds, with notes on files left out, cut
+// to the store's limit with truncatedNote; cut says it was, and the whole
+// text must then be kept as original-message.txt.
+func (d *deliverer) description(msg *Message) (desc string, cut bool) {
+	return d.w.Limits().FitDescription(mailText(msg)+d.fileNotes(msg), truncatedNote)
+}
+
+// subject is the message's subject as a ticket keeps it: cleaned and cut
+// to the store's limit, "(no subject)" when nothing visible is left.
+func (d *deliverer) subject(msg *Message) string {
+	if s := d.w.Limits().FitSubject(msg.Subject); s != "" {
+		return s
+	}
+	return "(no subject)"
+}
+
 // file is an attachment (or the full original text) to store, with the
 // metadata that lists it.
 type file struct {
@@ -385,10 +408,11 @@ type file struct {
 }
 
 // files lists the message's attachments, and its full text when the
-// description is only the stripped part of it, under ids derived from key:
+// description is only the stripped part of it or was cut (keepFull), under
+// ids derived from key:
 // the metadata is known before the ticket exists, and storing a re-read
 // message's files again is a no-op.
-func files(msg *Message, key string) []file {
+func files(msg *Message, key string, keepFull bool) []file {
 	var out []file
 	add := func(part string, a store.Attachment, data []byte) {
 		a.ID = attachmentID(key, part)
@@ -405,7 +429,7 @@ func files(msg *Message, key string) []file {
 		}
 		add(strconv.Itoa(i), store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Data)
 	}
-	if full := strings.TrimSpace(msg.FullText); full != "" && full != strings.TrimSpace(msg.Text) {
+	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || full != strings.TrimSpace(msg.Text)) {
 		add("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText))
 	}
 	return out
@@ -462,13 +486,14 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 	if err != nil {
 		return Result{}, err
 	}
-	fs := files(msg, key)
+	desc, cut := d.description(msg)
+	fs := files(msg, key, cut)
 	if err := d.saveFiles(ctx, fs, ticket); err != nil {
 		return Result{}, err
 	}
 	_, added, err := d.w.AddResponse(ctx, ticket, store.AllTickets, store.NewResponse{
 		Author:      store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
-		Description: mailText(msg) + d.fileNotes(msg),
+		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
 		Attachments: metadata(fs),
@@ -494,17 +519,13 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 	if err != nil {
 		return Result{}, err
 	}
-	subject := strings.TrimSpace(msg.Subject)
-	if subject == "" {
-		subject = "(no subject)"
-	}
-	desc := mailText(msg) + d.fileNotes(msg)
-	fs := files(msg, key)
+	desc, cut := d.description(msg)
+	fs := files(msg, key, cut)
 	t, created, err := d.w.CreateTicket(ctx, store.NewTicket{
 		Creator:     store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
 		TeamID:      cust.TeamID,
 		Category:    d.o.DefaultCategory,
-		Subject:     subject,
+		Subject:     d.subject(msg),
 		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
@@ -529,13 +550,13 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 func (d *deliverer) ignore(ctx context.Context, in inbound, msg *Message, key, reason string, log *slog.Logger) (Result, error) {
 	err := d.w.RecordIgnored(ctx, store.IgnoredMail{
 		ID: key, Mailbox: in.mailbox, Reason: reason,
-		MessageID: msg.MessageID, From: msg.From.Address, Subject: msg.Subject,
+		MessageID: msg.MessageID, From: msg.From.Address, Subject: d.subject(msg),
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("record ignored mail: %w", err)
 	}
 	d.c.ignored.Add(1)
-	log.Info("mail ignored", "reason", reason, "subject", msg.Subject)
+	log.Info("mail ignored", "reason", reason, "subject", d.subject(msg))
 	return Result{Kind: KindIgnored, Key: key, Reason: reason}, nil
 }
 

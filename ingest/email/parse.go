@@ -15,6 +15,8 @@ import (
 	"github.com/emersion/go-message/textproto"
 	htmlcharset "golang.org/x/net/html/charset"
 	"golang.org/x/text/encoding/charmap"
+
+	"github.com/ticketd/ticketd/store"
 )
 
 // ParseOptions limits what Parse keeps. The zero value means defaults.
@@ -332,17 +334,15 @@ func (p *mimeParser) disposition(h textproto.Header) (string, map[string]string)
 
 // filename takes the Content-Disposition filename (RFC 2231 already decoded
 // by mime.ParseMediaType), else the Content-Type name, decodes RFC 2047 and
-// keeps only the last path element so nobody writes "../../x" to disk.
+// makes it safe to show and to write (store.SafeFilename): the last path
+// element only, so nobody writes "../../x" to disk, without control
+// characters, NUL or terminal escapes.
 func (p *mimeParser) filename(ctParams, dParams map[string]string) string {
 	name := dParams["filename"]
 	if name == "" {
 		name = ctParams["name"]
 	}
-	name = p.decodeWords(name)
-	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
-		name = name[i+1:]
-	}
-	return strings.TrimSpace(name)
+	return store.SafeFilename(p.decodeWords(name))
 }
 
 // transferDecode undoes Content-Transfer-Encoding through go-message. Only
