@@ -131,7 +131,7 @@ func (s *Store) Limits() Limits { return s.limits }
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colQuarantine, colIgnored}
+		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which
