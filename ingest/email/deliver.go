@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"regexp"
 	"strconv"
@@ -31,7 +32,7 @@ type TicketWriter interface {
 	TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error)
 	CustomerByEmail(ctx context.Context, email string) (*store.Customer, error)
 	FindOrCreateCustomer(ctx context.Context, email, name, team string) (*store.Customer, bool, error)
-	SaveAttachment(ctx context.Context, f store.AttachmentFile) error
+	WriteAttachment(ctx context.Context, a store.Attachment, ticket bson.ObjectID, r io.Reader) error
 	Quarantine(ctx context.Context, q store.QuarantinedMail) error
 	RecordIgnored(ctx context.Context, m store.IgnoredMail) error
 }
@@ -170,7 +171,8 @@ func safeParse(raw []byte, o ParseOptions) (msg *Message, err error) {
 // not. It returns an error only when the message should be tried again (the
 // store failed); anything wrong with the message itself is quarantined.
 func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
-	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes})
+	// DataLater: attachments are decoded again, as streams, when stored.
+	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true})
 	if err != nil {
 		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
 	}
@@ -265,7 +267,7 @@ func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Resul
 		// open() stores the files after the ticket: if that failed, this
 		// re-read is the repair (saving them again is a no-op otherwise).
 		_, cut := d.description(msg)
-		if err := d.saveFiles(ctx, files(msg, key, cut), t.ID); err != nil {
+		if err := d.saveFiles(ctx, msg, files(msg, key, cut), t.ID); err != nil {
 			return Result{}, false, err
 		}
 		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
@@ -402,9 +404,10 @@ func (d *deliverer) subject(msg *Message) string {
 
 // file is an attachment (or the full original text) to store, with the
 // metadata that lists it.
+// part is its index in Message.Attachments, or -1 for the full text.
 type file struct {
 	meta store.Attachment
-	data []byte
+	part int
 }
 
 // files lists the message's attachments, and its full text when the
@@ -414,23 +417,23 @@ type file struct {
 // message's files again is a no-op.
 func files(msg *Message, key string, keepFull bool) []file {
 	var out []file
-	add := func(part string, a store.Attachment, data []byte) {
-		a.ID = attachmentID(key, part)
-		a.Size = int64(len(data))
-		out = append(out, file{meta: a, data: data})
+	add := func(name string, part int, a store.Attachment, size int64) {
+		a.ID = attachmentID(key, name)
+		a.Size = size
+		out = append(out, file{meta: a, part: part})
 	}
 	for i, p := range msg.Attachments {
-		if p.Data == nil {
+		if p.TooLarge {
 			continue // fileNotes tells
 		}
 		name := p.Filename
 		if name == "" {
 			name = fmt.Sprintf("attachment-%d", i+1)
 		}
-		add(strconv.Itoa(i), store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Data)
+		add(strconv.Itoa(i), i, store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Size)
 	}
 	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || full != strings.TrimSpace(msg.Text)) {
-		add("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText))
+		add("full-text", -1, store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, int64(len(msg.FullText)))
 	}
 	return out
 }
@@ -443,21 +446,36 @@ func metadata(fs []file) []store.Attachment {
 	return out
 }
 
-// saveFiles stores files under a ticket.
-func (d *deliverer) saveFiles(ctx context.Context, fs []file, ticket bson.ObjectID) error {
+// saveFiles stores files under a ticket, each attachment streamed to the
+// store as it is decoded from the raw message (Message.EachAttachment):
+// the raw message is the only whole copy of the mail in memory.
+func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, ticket bson.ObjectID) error {
+	parts := map[int]store.Attachment{}
 	for _, f := range fs {
-		if err := d.w.SaveAttachment(ctx, store.AttachmentFile{Attachment: f.meta, TicketID: ticket, Data: f.data}); err != nil {
+		if f.part >= 0 {
+			parts[f.part] = f.meta
+			continue
+		}
+		if err := d.w.WriteAttachment(ctx, f.meta, ticket, strings.NewReader(msg.FullText)); err != nil {
 			return err
 		}
 	}
-	return nil
+	if len(parts) == 0 {
+		return nil
+	}
+	return msg.EachAttachment(func(i int, r io.Reader) error {
+		if meta, ok := parts[i]; ok {
+			return d.w.WriteAttachment(ctx, meta, ticket, r)
+		}
+		return nil
+	})
 }
 
 // fileNotes says which attachments were left out, and why.
 func (d *deliverer) fileNotes(msg *Message) string {
 	var notes []string
 	for _, p := range msg.Attachments {
-		if p.Data == nil {
+		if p.TooLarge {
 			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
 		}
 	}
@@ -488,7 +506,7 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 	}
 	desc, cut := d.description(msg)
 	fs := files(msg, key, cut)
-	if err := d.saveFiles(ctx, fs, ticket); err != nil {
+	if err := d.saveFiles(ctx, msg, fs, ticket); err != nil {
 		return Result{}, err
 	}
 	_, added, err := d.w.AddResponse(ctx, ticket, store.AllTickets, store.NewResponse{
@@ -535,7 +553,7 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 	if err != nil {
 		return Result{}, fmt.Errorf("create ticket: %w", err)
 	}
-	if err := d.saveFiles(ctx, fs, t.ID); err != nil {
+	if err := d.saveFiles(ctx, msg, fs, t.ID); err != nil {
 		return Result{}, err
 	}
 	if created {

@@ -65,6 +65,8 @@ func TestAttachmentsStoredOnce(t *testing.T) {
 	startSource(t, st, h.baseOptions(t))
 	tk := ticketWithSubject(t, st, "Screenshot of the error")
 	key := "att-1@customer.test"
+	// The files are stored right after the ticket that lists them.
+	waitRead(t, st, 1)
 	f, err := st.Attachment(context.Background(), attachmentID(key, "0"), store.AllTickets)
 	if err != nil {
 		t.Fatalf("attachment of the opening mail: %v", err)
