@@ -11,19 +11,40 @@ import (
 	"github.com/ticketd/ticketd/store/storetest"
 )
 
-func TestCleanSubject(t *testing.T) {
-	for in, want := range map[string]string{
-		"\u0000\u0000":                "",
-		"\u202e\u200b":                "",
-		"\ufeff \u200d\t\r\n":         "",
-		"  Printer\u0000 on\tfire \n": "Printer on fire",
-		"pay\u202egnp.exe":            "paygnp.exe",
-		"\x1b[31mred\x1b[0m":          "red",
-		"family 👨\u200d👩\u200d👧":      "family 👨\u200d👩\u200d👧",
-		"Ünïcødé  subject":            "Ünïcødé subject",
+// Subjects and attachment names lose what can hide or spoof text.
+func TestCleaning(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		clean func(string) string
+		cases map[string]string
+	}{
+		{"CleanSubject", store.CleanSubject, map[string]string{
+			"\u0000\u0000":                "",
+			"\u202e\u200b":                "",
+			"\ufeff \u200d\t\r\n":         "",
+			"  Printer\u0000 on\tfire \n": "Printer on fire",
+			"pay\u202egnp.exe":            "paygnp.exe",
+			"\x1b[31mred\x1b[0m":          "red",
+			"family 👨\u200d👩\u200d👧":      "family 👨\u200d👩\u200d👧",
+			"Ünïcødé  subject":            "Ünïcødé subject",
+		}},
+		{"SafeFilename", store.SafeFilename, map[string]string{
+			"authorized_keys\u0000.txt":        "authorized_keys.txt",
+			"\x1b[2J\x1b[31mreport\x1b[0m.pdf": "report.pdf",
+			"\x1b]0;pwned\x07invoice.pdf":      "invoice.pdf",
+			"\u009b31mred.txt":                 "red.txt",
+			"../../etc/passwd":                 "passwd",
+			`C:\temp\x.doc`:                    "x.doc",
+			"fact\u202eFDP.exe":                "factFDP.exe",
+			"tab\tand\nnewline.txt":            "tabandnewline.txt",
+			"\u0000..":                         "",
+			"Rechnung März.pdf":                "Rechnung März.pdf",
+		}},
 	} {
-		if got := store.CleanSubject(in); got != want {
-			t.Errorf("CleanSubject(%q) = %q, want %q", in, got, want)
+		for in, want := range tt.cases {
+			if got := tt.clean(in); got != want {
+				t.Errorf("%s(%q) = %q, want %q", tt.name, in, got, want)
+			}
 		}
 	}
 }
@@ -70,25 +91,6 @@ func TestLimitsFit(t *testing.T) {
 	}
 	if err := l.CheckDescription(got); err != nil {
 		t.Errorf("a fitted description is refused: %v", err)
-	}
-}
-
-func TestSafeFilename(t *testing.T) {
-	for in, want := range map[string]string{
-		"authorized_keys\u0000.txt":        "authorized_keys.txt",
-		"\x1b[2J\x1b[31mreport\x1b[0m.pdf": "report.pdf",
-		"\x1b]0;pwned\x07invoice.pdf":      "invoice.pdf",
-		"\u009b31mred.txt":                 "red.txt",
-		"../../etc/passwd":                 "passwd",
-		`C:\temp\x.doc`:                    "x.doc",
-		"fact\u202eFDP.exe":                "factFDP.exe",
-		"tab\tand\nnewline.txt":            "tabandnewline.txt",
-		"\u0000..":                         "",
-		"Rechnung März.pdf":                "Rechnung März.pdf",
-	} {
-		if got := store.SafeFilename(in); got != want {
-			t.Errorf("SafeFilename(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 
