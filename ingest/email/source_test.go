@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -432,15 +433,15 @@ type faultyStore struct {
 	// which then takes slow to finish.
 	started chan struct{}
 	slow    time.Duration
-	// failSaves fails that many SaveAttachment calls with an outage.
+	// failSaves fails that many WriteAttachment calls with an outage.
 	failSaves atomic.Int32
 }
 
-func (f *faultyStore) SaveAttachment(ctx context.Context, a store.AttachmentFile) error {
+func (f *faultyStore) WriteAttachment(ctx context.Context, a store.Attachment, ticket bson.ObjectID, r io.Reader) error {
 	if f.failSaves.Add(-1) >= 0 {
 		return errors.Join(store.ErrUnavailable, errors.New("connection refused"))
 	}
-	return f.Store.SaveAttachment(ctx, a)
+	return f.Store.WriteAttachment(ctx, a, ticket, r)
 }
 
 func (f *faultyStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
