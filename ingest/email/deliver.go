@@ -566,15 +566,16 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 }
 
 func (d *deliverer) ignore(ctx context.Context, in inbound, msg *Message, key, reason string, log *slog.Logger) (Result, error) {
+	subject := d.w.Limits().FitSubject(msg.Subject) // a record, not a ticket: no fallback
 	err := d.w.RecordIgnored(ctx, store.IgnoredMail{
 		ID: key, Mailbox: in.mailbox, Reason: reason,
-		MessageID: msg.MessageID, From: msg.From.Address, Subject: d.subject(msg),
+		MessageID: msg.MessageID, From: msg.From.Address, Subject: subject,
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("record ignored mail: %w", err)
 	}
 	d.c.ignored.Add(1)
-	log.Info("mail ignored", "reason", reason, "subject", d.subject(msg))
+	log.Info("mail ignored", "reason", reason, "subject", subject)
 	return Result{Kind: KindIgnored, Key: key, Reason: reason}, nil
 }
 
