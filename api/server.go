@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ticketd/ticketd/store"
 )
 
 // Options configures the API. The zero value of each field means the
@@ -28,9 +30,6 @@ type Options struct {
 	// MaxBodyBytes caps a request body; 0 means the largest valid request
 	// (see maxRequestBytes): 246,496 bytes with the default limits.
 	MaxBodyBytes int64
-	// MaxSubject and MaxDescription cap field lengths in characters;
-	// 0 means 200 and 20,000.
-	MaxSubject, MaxDescription int
 	// RequestTimeout bounds the work for one request; 0 means 15 s.
 	RequestTimeout time.Duration
 	// Registry receives the HTTP metrics and is served on /metrics; nil
@@ -46,15 +45,6 @@ var DefaultCategories = []string{"Support", "Billing", "Technical", "Account", "
 func (o *Options) defaults() {
 	if len(o.Categories) == 0 {
 		o.Categories = DefaultCategories
-	}
-	if o.MaxSubject <= 0 {
-		o.MaxSubject = 200
-	}
-	if o.MaxDescription <= 0 {
-		o.MaxDescription = 20000
-	}
-	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = maxRequestBytes(*o)
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 15 * time.Second
@@ -81,12 +71,12 @@ const (
 // the longest subject, description and category, every character escaped:
 // a body limit below it would answer 413 to a valid request (20,000 emoji
 // are 80,000 bytes of UTF-8, 240,000 escaped).
-func maxRequestBytes(o Options) int64 {
+func maxRequestBytes(categories []string, l store.Limits) int64 {
 	longest := 0
-	for _, c := range o.Categories {
+	for _, c := range categories {
 		longest = max(longest, utf8.RuneCountInString(c))
 	}
-	return int64(o.MaxSubject+o.MaxDescription+longest)*maxEscapedRuneBytes + maxRequestOverhead
+	return int64(l.MaxSubject+l.MaxDescription+longest)*maxEscapedRuneBytes + maxRequestOverhead
 }
 
 // Server is the HTTP API.
@@ -124,6 +114,13 @@ func New(st Store, opts Options, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("api: JWT secret must be at least 16 bytes, got %d", len(opts.JWTSecret))
 	}
 	opts.defaults()
+	if opts.MaxBodyBytes <= 0 {
+		limits := store.Limits{MaxSubject: store.DefaultMaxSubject, MaxDescription: store.DefaultMaxDescription}
+		if st != nil { // the route table alone is built without a store
+			limits = st.Limits()
+		}
+		opts.MaxBodyBytes = maxRequestBytes(opts.Categories, limits)
+	}
 	if log == nil {
 		log = slog.Default()
 	}

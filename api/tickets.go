@@ -23,6 +23,8 @@ type Store interface {
 	// Ready fails (with store.ErrUnavailable) while the database cannot be
 	// reached or refuses writes.
 	Ready(ctx context.Context) error
+	// Limits are the text limits the store holds every write to.
+	Limits() store.Limits
 	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
 	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
 	UpdateTicket(ctx context.Context, id bson.ObjectID, scope store.Scope, u store.TicketUpdate, by store.Actor) (*store.Ticket, error)
@@ -68,10 +70,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if !slices.Contains(s.opts.Categories, req.Category) {
 		return badRequest(fmt.Sprintf("unknown category %q; GET /api/ticket/categories lists them", req.Category))
 	}
-	if err := s.checkText("subject", req.Subject, s.opts.MaxSubject); err != nil {
-		return err
+	subject, err := s.store.Limits().CheckSubject(req.Subject)
+	if err != nil {
+		return badRequest(err.Error())
 	}
-	if err := s.checkText("description", req.Description, s.opts.MaxDescription); err != nil {
+	if err := s.checkDescription(req.Description); err != nil {
 		return err
 	}
 	pr := store.Priority(req.Priority)
@@ -80,7 +83,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	in := store.NewTicket{
 		Creator: p.actor(), TeamID: p.Team, Category: req.Category,
-		Subject: strings.TrimSpace(req.Subject), Description: req.Description,
+		Subject: subject, Description: req.Description,
 		Priority: pr, Source: store.SourceAPI,
 	}
 	if in.SourceKey, err = sourceKey(r, p); err != nil {
@@ -157,7 +160,7 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.checkText("description", req.Description, s.opts.MaxDescription); err != nil {
+	if err := s.checkDescription(req.Description); err != nil {
 		return err
 	}
 	if req.Internal && p.Role != RoleAdmin {
@@ -350,14 +353,14 @@ func intParam(raw, name string, min, max int) (int, error) {
 	return n, nil
 }
 
-func (s *Server) checkText(field, v string, max int) error {
-	switch n := utf8.RuneCountInString(v); {
-	case strings.TrimSpace(v) == "":
-		return badRequest(field + " is required")
-	case !utf8.ValidString(v):
-		return badRequest(field + " is not valid UTF-8")
-	case n > max:
-		return badRequest(fmt.Sprintf("%s is longer than %d characters", field, max))
+// checkDescription answers why the store would refuse a description, with
+// the store's own limits; an API description must also say something.
+func (s *Server) checkDescription(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return badRequest("description is required")
+	}
+	if err := s.store.Limits().CheckDescription(v); err != nil {
+		return badRequest(err.Error())
 	}
 	return nil
 }

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 const (
 	colMailboxes   = "mailboxes"
 	colAttachments = "attachments"
+	colChunks      = "attachmentChunks"
 	colQuarantine  = "quarantine"
 	colIgnored     = "ignored"
 )
@@ -124,23 +127,74 @@ func (s *Store) SaveMailboxState(ctx context.Context, st MailboxState) error {
 type AttachmentFile struct {
 	Attachment `bson:",inline"`
 	TicketID   bson.ObjectID `bson:"ticketId"`
-	Data       []byte        `bson:"data"`
-	CreatedAt  time.Time     `bson:"createdAt"`
+	// Data holds the bytes of a file read back, and of files stored
+	// whole before they were stored in chunks.
+	Data []byte `bson:"data,omitempty"`
+	// Chunks is how many attachmentChunks documents hold the bytes.
+	Chunks    int       `bson:"chunks,omitempty"`
+	CreatedAt time.Time `bson:"createdAt"`
 }
 
-// SaveAttachment stores a file. Saving the same _id again is a no-op, so a
-// re-read message whose attachment ids are derived from its key does not
-// store its files twice.
+// ChunkBytes is the size of the pieces a file is stored in: each write,
+// and every copy the driver and the database make of it, costs this much
+// memory, not the size of the file.
+const ChunkBytes = 256 << 10
+
+// chunk is one piece of a file; _id is "<file id>/<n>", so reading a file
+// back is lookups by _id, and storing a piece again is a no-op.
+type chunk struct {
+	ID   string `bson:"_id"`
+	Data []byte `bson:"data"`
+}
+
+func chunkID(file bson.ObjectID, n int) string { return fmt.Sprintf("%s/%d", file.Hex(), n) }
+
+// SaveAttachment stores a file held in memory; see WriteAttachment.
 func (s *Store) SaveAttachment(ctx context.Context, f AttachmentFile) error {
+	return s.WriteAttachment(ctx, f.Attachment, f.TicketID, bytes.NewReader(f.Data))
+}
+
+// WriteAttachment stores a file read from r, in pieces of ChunkBytes, so
+// that a large file never sits whole in memory on its way to the database.
+// The metadata is written last: a file is listed only once all its pieces
+// are stored. Writing the same _id again is a no-op that does not read r,
+// so a re-read message whose attachment ids are derived from its key does
+// not store its files twice, and an interrupted write is completed.
+func (s *Store) WriteAttachment(ctx context.Context, a Attachment, ticket bson.ObjectID, r io.Reader) error {
+	if _, err := findByID[AttachmentFile](ctx, s.col(colAttachments), a.ID); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("save attachment %s: %w", a.Filename, err)
+	}
+	f := AttachmentFile{Attachment: a, TicketID: ticket}
+	f.Size = 0
+	buf := make([]byte, ChunkBytes)
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			c := chunk{ID: chunkID(a.ID, f.Chunks), Data: buf[:n]}
+			if _, err := s.col(colChunks).InsertOne(ctx, c); err != nil && !mongo.IsDuplicateKeyError(err) {
+				return fmt.Errorf("save attachment %s: %w", a.Filename, classify(err))
+			}
+			f.Chunks++
+			f.Size += int64(n)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("save attachment %s: read: %w", a.Filename, err)
+		}
+	}
 	f.CreatedAt = s.nowUTC()
-	f.Size = int64(len(f.Data))
 	if _, err := s.col(colAttachments).InsertOne(ctx, f); err != nil && !mongo.IsDuplicateKeyError(err) {
-		return fmt.Errorf("save attachment %s: %w", f.Filename, classify(err))
+		return fmt.Errorf("save attachment %s: %w", a.Filename, classify(err))
 	}
 	return nil
 }
 
-// Attachment returns a stored file, if its ticket lies within scope.
+// Attachment returns a stored file with its bytes, if its ticket lies
+// within scope.
 func (s *Store) Attachment(ctx context.Context, id bson.ObjectID, scope Scope) (*AttachmentFile, error) {
 	f, err := findByID[AttachmentFile](ctx, s.col(colAttachments), id)
 	if err != nil {
@@ -148,6 +202,16 @@ func (s *Store) Attachment(ctx context.Context, id bson.ObjectID, scope Scope) (
 	}
 	if _, err := s.Ticket(ctx, f.TicketID, scope); err != nil {
 		return nil, err
+	}
+	if f.Chunks > 0 {
+		f.Data = make([]byte, 0, f.Size)
+		for n := 0; n < f.Chunks; n++ {
+			c, err := findByID[chunk](ctx, s.col(colChunks), chunkID(id, n))
+			if err != nil {
+				return nil, fmt.Errorf("read attachment %s piece %d: %w", id.Hex(), n, err)
+			}
+			f.Data = append(f.Data, c.Data...)
+		}
 	}
 	return f, nil
 }

@@ -30,6 +30,9 @@ type OpenOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Limits caps subjects and descriptions; the zero value means the
+	// defaults.
+	Limits Limits
 
 	// sqlitePragmas are added to the embedded server's SQLite connections;
 	// tests set max_page_count to make the database full.
@@ -79,6 +82,7 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 		Now:        o.Now,
 		Serialized: stopEmbedded != nil,
 		writes:     writes,
+		Limits:     o.Limits,
 	})
 	if err == nil && stopEmbedded != nil {
 		err = fixEmbeddedIDIndexes(ctx, filepath.Join(o.DataDir, o.Database+".sqlite"))

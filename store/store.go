@@ -42,6 +42,9 @@ type Options struct {
 	// answer from an index. Otherwise updates also compare __v, so that two
 	// daemons sharing a MongoDB never overwrite each other.
 	Serialized bool
+	// Limits caps subjects and descriptions; the zero value means the
+	// defaults.
+	Limits Limits
 
 	// writes, set by Open, learns from the client's command monitor whether
 	// the database refuses writes; nil means Ready checks the ping only.
@@ -55,6 +58,7 @@ type Store struct {
 	log    *slog.Logger
 	now    func() time.Time
 	serial bool
+	limits Limits
 
 	tickets   *mongo.Collection
 	customers *mongo.Collection
@@ -94,6 +98,7 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 		log:       opts.Logger,
 		now:       opts.Now,
 		serial:    opts.Serialized,
+		limits:    opts.Limits.withDefaults(),
 		tickets:   db.Collection(colTickets),
 		customers: db.Collection(colCustomers),
 		agents:    db.Collection(colAgents),
@@ -128,11 +133,15 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	return s, nil
 }
 
+// Limits returns the text limits every ticket and response is held to, for
+// adapters that check or cut before they write.
+func (s *Store) Limits() Limits { return s.limits }
+
 // Collections lists every collection the store uses, for tools that need
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colQuarantine, colIgnored}
+		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which

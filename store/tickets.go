@@ -65,6 +65,14 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 	case in.TeamID == "":
 		return nil, false, fmt.Errorf("create ticket: %w: empty team", ErrInvalid)
 	}
+	subject, err := s.limits.CheckSubject(in.Subject)
+	if err != nil {
+		return nil, false, fmt.Errorf("create ticket: %w", err)
+	}
+	in.Subject = subject
+	if err := s.limits.CheckDescription(in.Description); err != nil {
+		return nil, false, fmt.Errorf("create ticket: %w", err)
+	}
 	id := bson.NewObjectID()
 	if in.SourceKey == "" {
 		in.SourceKey = string(SourceAPI) + ":" + id.Hex()
@@ -154,6 +162,9 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 	}
 	if in.Internal && in.Author.Type != CreatorAdmin {
 		return nil, false, fmt.Errorf("add response: %w: only agents write internal notes", ErrInvalid)
+	}
+	if err := s.limits.CheckDescription(in.Description); err != nil {
+		return nil, false, fmt.Errorf("add response: %w", err)
 	}
 	t, err = s.mutate(ctx, id, scope, nil, func(t *Ticket, now time.Time, c *change) error {
 		if h := headerMessageID(in.MessageID); h != "" && !slices.Contains(t.MessageIDs, h) {

@@ -47,6 +47,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(
 func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks) error {
 	st, err := store.Open(ctx, store.OpenOptions{
 		URI: cfg.Store.URI, Database: cfg.Store.Database, DataDir: cfg.DataDir, Logger: log,
+		Limits: store.Limits{MaxSubject: cfg.Tickets.MaxSubject, MaxDescription: cfg.Tickets.MaxDescription},
 	})
 	if err != nil {
 		return err
@@ -73,7 +74,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	reg.MustRegister(newQueueCollector(st))
 	apiSrv, err := api.New(st, api.Options{
 		JWTSecret: secret, Categories: cfg.Tickets.Categories, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		MaxSubject: cfg.Tickets.MaxSubject, MaxDescription: cfg.Tickets.MaxDescription,
 		RequestTimeout: cfg.HTTP.RequestTimeout, Registry: reg,
 	}, log)
 	if err != nil {

@@ -140,6 +140,15 @@ var corpus = []corpusCase{
 		text: "The printer is on fire, please help.", anyWarning: true},
 	{file: "header_only.eml", subject: "Header only", fromAddr: "yuri@example.com", text: ""},
 	{file: "binary_junk.eml", wantErr: true},
+
+	// Hostile (issue 6): Parse decodes what was sent; the subject is cleaned
+	// and the names made safe on the way into the store (hostile_test.go).
+	{file: "hostile_nul_subject.eml", subject: "", fromAddr: "nul@customer.test",
+		text: "The subject of this mail is two NUL characters."},
+	{file: "hostile_invisible_subject.eml", subject: "\u202e\u200b", fromAddr: "bidi@customer.test",
+		text: "The subject of this mail is a right-to-left override and a zero-width space."},
+	{file: "hostile_control_filenames.eml", subject: "Files with hostile names", fromAddr: "files@customer.test",
+		text: "See the attached files.", attach: 3},
 }
 
 func TestCorpus(t *testing.T) {

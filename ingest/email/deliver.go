@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"regexp"
 	"strconv"
@@ -21,6 +22,9 @@ import (
 // TicketWriter is what delivering mail needs from the store. *store.Store
 // satisfies it.
 type TicketWriter interface {
+	// Limits are the store's text limits: mail is cut to them, never
+	// refused for its length.
+	Limits() store.Limits
 	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
 	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
 	Ticket(ctx context.Context, id bson.ObjectID, scope store.Scope) (*store.Ticket, error)
@@ -28,7 +32,7 @@ type TicketWriter interface {
 	TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error)
 	CustomerByEmail(ctx context.Context, email string) (*store.Customer, error)
 	FindOrCreateCustomer(ctx context.Context, email, name, team string) (*store.Customer, bool, error)
-	SaveAttachment(ctx context.Context, f store.AttachmentFile) error
+	WriteAttachment(ctx context.Context, a store.Attachment, ticket bson.ObjectID, r io.Reader) error
 	Quarantine(ctx context.Context, q store.QuarantinedMail) error
 	RecordIgnored(ctx context.Context, m store.IgnoredMail) error
 }
@@ -167,7 +171,8 @@ func safeParse(raw []byte, o ParseOptions) (msg *Message, err error) {
 // not. It returns an error only when the message should be tried again (the
 // store failed); anything wrong with the message itself is quarantined.
 func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
-	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes})
+	// DataLater: attachments are decoded again, as streams, when stored.
+	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true})
 	if err != nil {
 		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
 	}
@@ -261,7 +266,8 @@ func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Resul
 	if t.SourceKey == sk {
 		// open() stores the files after the ticket: if that failed, this
 		// re-read is the repair (saving them again is a no-op otherwise).
-		if err := d.saveFiles(ctx, files(msg, key), t.ID); err != nil {
+		_, cut := d.description(msg)
+		if err := d.saveFiles(ctx, msg, files(msg, key, cut), t.ID); err != nil {
 			return Result{}, false, err
 		}
 		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
@@ -428,36 +434,57 @@ func mailText(msg *Message) string {
 	return "(no text)"
 }
 
+// truncatedNote ends a description cut to the store's limit.
+const truncatedNote = "\n\n[… truncated: the full message is attached as original-message.txt]"
+
+// description is what a message adds, with notes on files left out, cut
+// to the store's limit with truncatedNote; cut says it was, and the whole
+// text must then be kept as original-message.txt.
+func (d *deliverer) description(msg *Message) (desc string, cut bool) {
+	return d.w.Limits().FitDescription(mailText(msg)+d.fileNotes(msg), truncatedNote)
+}
+
+// subject is the message's subject as a ticket keeps it: cleaned and cut
+// to the store's limit, "(no subject)" when nothing visible is left.
+func (d *deliverer) subject(msg *Message) string {
+	if s := d.w.Limits().FitSubject(msg.Subject); s != "" {
+		return s
+	}
+	return "(no subject)"
+}
+
 // file is an attachment (or the full original text) to store, with the
 // metadata that lists it.
+// part is its index in Message.Attachments, or -1 for the full text.
 type file struct {
 	meta store.Attachment
-	data []byte
+	part int
 }
 
 // files lists the message's attachments, and its full text when the
-// description is only the stripped part of it, under ids derived from key:
+// description is only the stripped part of it or was cut (keepFull), under
+// ids derived from key:
 // the metadata is known before the ticket exists, and storing a re-read
 // message's files again is a no-op.
-func files(msg *Message, key string) []file {
+func files(msg *Message, key string, keepFull bool) []file {
 	var out []file
-	add := func(part string, a store.Attachment, data []byte) {
-		a.ID = attachmentID(key, part)
-		a.Size = int64(len(data))
-		out = append(out, file{meta: a, data: data})
+	add := func(name string, part int, a store.Attachment, size int64) {
+		a.ID = attachmentID(key, name)
+		a.Size = size
+		out = append(out, file{meta: a, part: part})
 	}
 	for i, p := range msg.Attachments {
-		if p.Data == nil {
+		if p.TooLarge {
 			continue // fileNotes tells
 		}
 		name := p.Filename
 		if name == "" {
 			name = fmt.Sprintf("attachment-%d", i+1)
 		}
-		add(strconv.Itoa(i), store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Data)
+		add(strconv.Itoa(i), i, store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Size)
 	}
-	if full := strings.TrimSpace(msg.FullText); full != "" && full != strings.TrimSpace(msg.Text) {
-		add("full-text", store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, []byte(msg.FullText))
+	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || full != strings.TrimSpace(msg.Text)) {
+		add("full-text", -1, store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, int64(len(msg.FullText)))
 	}
 	return out
 }
@@ -470,21 +497,36 @@ func metadata(fs []file) []store.Attachment {
 	return out
 }
 
-// saveFiles stores files under a ticket.
-func (d *deliverer) saveFiles(ctx context.Context, fs []file, ticket bson.ObjectID) error {
+// saveFiles stores files under a ticket, each attachment streamed to the
+// store as it is decoded from the raw message (Message.EachAttachment):
+// the raw message is the only whole copy of the mail in memory.
+func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, ticket bson.ObjectID) error {
+	parts := map[int]store.Attachment{}
 	for _, f := range fs {
-		if err := d.w.SaveAttachment(ctx, store.AttachmentFile{Attachment: f.meta, TicketID: ticket, Data: f.data}); err != nil {
+		if f.part >= 0 {
+			parts[f.part] = f.meta
+			continue
+		}
+		if err := d.w.WriteAttachment(ctx, f.meta, ticket, strings.NewReader(msg.FullText)); err != nil {
 			return err
 		}
 	}
-	return nil
+	if len(parts) == 0 {
+		return nil
+	}
+	return msg.EachAttachment(func(i int, r io.Reader) error {
+		if meta, ok := parts[i]; ok {
+			return d.w.WriteAttachment(ctx, meta, ticket, r)
+		}
+		return nil
+	})
 }
 
 // fileNotes says which attachments were left out, and why.
 func (d *deliverer) fileNotes(msg *Message) string {
 	var notes []string
 	for _, p := range msg.Attachments {
-		if p.Data == nil {
+		if p.TooLarge {
 			notes = append(notes, fmt.Sprintf("[attachment %q (%d bytes) not stored: over the %d-byte limit]", p.Filename, p.Size, d.o.MaxAttachmentBytes))
 		}
 	}
@@ -513,13 +555,14 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 	if err != nil {
 		return Result{}, err
 	}
-	fs := files(msg, key)
-	if err := d.saveFiles(ctx, fs, ticket); err != nil {
+	desc, cut := d.description(msg)
+	fs := files(msg, key, cut)
+	if err := d.saveFiles(ctx, msg, fs, ticket); err != nil {
 		return Result{}, err
 	}
 	_, added, err := d.w.AddResponse(ctx, ticket, store.AllTickets, store.NewResponse{
 		Author:      store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
-		Description: mailText(msg) + d.fileNotes(msg),
+		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
 		Attachments: metadata(fs),
@@ -545,17 +588,13 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 	if err != nil {
 		return Result{}, err
 	}
-	subject := strings.TrimSpace(msg.Subject)
-	if subject == "" {
-		subject = "(no subject)"
-	}
-	desc := mailText(msg) + d.fileNotes(msg)
-	fs := files(msg, key)
+	desc, cut := d.description(msg)
+	fs := files(msg, key, cut)
 	t, created, err := d.w.CreateTicket(ctx, store.NewTicket{
 		Creator:     store.Actor{ID: cust.ID, Type: store.CreatorCustomer},
 		TeamID:      cust.TeamID,
 		Category:    d.o.DefaultCategory,
-		Subject:     subject,
+		Subject:     d.subject(msg),
 		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
@@ -565,7 +604,7 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 	if err != nil {
 		return Result{}, fmt.Errorf("create ticket: %w", err)
 	}
-	if err := d.saveFiles(ctx, fs, t.ID); err != nil {
+	if err := d.saveFiles(ctx, msg, fs, t.ID); err != nil {
 		return Result{}, err
 	}
 	if created {
@@ -578,15 +617,16 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 }
 
 func (d *deliverer) ignore(ctx context.Context, in inbound, msg *Message, key, reason string, log *slog.Logger) (Result, error) {
+	subject := d.w.Limits().FitSubject(msg.Subject) // a record, not a ticket: no fallback
 	err := d.w.RecordIgnored(ctx, store.IgnoredMail{
 		ID: key, Mailbox: in.mailbox, Reason: reason,
-		MessageID: msg.MessageID, From: msg.From.Address, Subject: msg.Subject,
+		MessageID: msg.MessageID, From: msg.From.Address, Subject: subject,
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("record ignored mail: %w", err)
 	}
 	d.c.ignored.Add(1)
-	log.Info("mail ignored", "reason", reason, "subject", msg.Subject)
+	log.Info("mail ignored", "reason", reason, "subject", subject)
 	return Result{Kind: KindIgnored, Key: key, Reason: reason}, nil
 }
 

@@ -51,6 +51,11 @@ type Message struct {
 	Warnings []string
 
 	Size int // bytes of the raw message
+
+	// raw and opts, kept when parsed with ParseOptions.DataLater, are where
+	// EachAttachment reads the attachments again.
+	raw  []byte
+	opts ParseOptions
 }
 
 // Part is an attachment or an inline image.
@@ -59,6 +64,9 @@ type Part struct {
 	ContentType string
 	ContentID   string // for inline images referenced from HTML, without <>
 	Inline      bool
-	Size        int64  // decoded size, also when Data was left out
-	Data        []byte // nil when Size is over ParseOptions.MaxAttachmentBytes
+	Size        int64 // decoded size, also when Data was left out
+	// TooLarge says Size is over ParseOptions.MaxAttachmentBytes: the part
+	// is listed, never stored.
+	TooLarge bool
+	Data     []byte // nil when TooLarge, or parsed with ParseOptions.DataLater
 }

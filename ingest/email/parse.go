@@ -15,11 +15,17 @@ import (
 	"github.com/emersion/go-message/textproto"
 	htmlcharset "golang.org/x/net/html/charset"
 	"golang.org/x/text/encoding/charmap"
+
+	"github.com/ticketd/ticketd/store"
 )
 
 // ParseOptions limits what Parse keeps. The zero value means defaults.
 type ParseOptions struct {
-	MaxAttachmentBytes int64 // per part; 0 means 10 MiB. Larger parts are listed with Size but Data nil, plus a Warning.
+	MaxAttachmentBytes int64 // per part; 0 means 10 MiB. Larger parts are listed with Size and TooLarge but Data nil, plus a Warning.
+	// DataLater measures attachments instead of keeping them (Data nil):
+	// Message.EachAttachment decodes them again, as streams, when they are
+	// stored, so no decoded attachment is ever held whole in memory.
+	DataLater bool
 }
 
 // DefaultMaxAttachmentBytes is the per-part limit when
@@ -59,6 +65,9 @@ func Parse(raw []byte, o ParseOptions) (*Message, error) {
 		return nil, fmt.Errorf("parse mail: no header fields: %w", ErrNotMail)
 	}
 	msg := &Message{Size: len(raw)}
+	if o.DataLater {
+		msg.raw, msg.opts = raw, o
+	}
 	p.charsetHint = topCharset(hdr)
 	if err := p.readHeaders(hdr, msg); err != nil {
 		return nil, err
@@ -78,6 +87,44 @@ type mimeParser struct {
 	warnings    []string
 	parts       int
 	charsetHint string // top-level charset, a guess for raw 8-bit headers
+
+	// attachments counts the parts read that Message.Attachments lists,
+	// so that a second pass numbers them the same way.
+	attachments int
+	// emit, when set, makes this the second pass of EachAttachment: each
+	// listed part is handed to it as a stream, bodies are skipped.
+	emit    func(i int, r io.Reader) error
+	emitErr error
+}
+
+// EachAttachment hands fn every attachment of m as a stream of its decoded
+// bytes, with its index in m.Attachments, in that order, skipping those
+// over the size limit. For a message parsed with DataLater the raw message
+// is decoded again, part by part; otherwise Data is read. It stops at fn's
+// first error and returns it.
+func (m *Message) EachAttachment(fn func(i int, r io.Reader) error) error {
+	if m.raw == nil {
+		for i, a := range m.Attachments {
+			if a.Data == nil {
+				continue
+			}
+			if err := fn(i, bytes.NewReader(a.Data)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	p := &mimeParser{opts: m.opts}
+	p.emit = func(i int, r io.Reader) error {
+		if i >= len(m.Attachments) || m.Attachments[i].TooLarge {
+			return nil
+		}
+		return fn(i, r)
+	}
+	hdr, body := p.splitHeader(m.raw)
+	p.charsetHint = topCharset(hdr)
+	p.readEntity(hdr, bytes.NewReader(body), 0)
+	return p.emitErr
 }
 
 // warnf records a recovered problem once.
@@ -295,6 +342,9 @@ func (p *mimeParser) readLeaf(h textproto.Header, mediaType string, params map[s
 	filename := p.filename(params, dparams)
 	decoded := p.transferDecode(h.Get("Content-Transfer-Encoding"), body)
 	if isBodyType(mediaType) && disp != "attachment" && filename == "" {
+		if p.emit != nil {
+			return &node{mediaType: mediaType} // the second pass wants parts only
+		}
 		data, err := io.ReadAll(decoded)
 		if err != nil {
 			p.warnf("decoding %s body: %v", mediaType, err)
@@ -309,7 +359,12 @@ func (p *mimeParser) readLeaf(h textproto.Header, mediaType string, params map[s
 		ContentID:   strings.Trim(strings.TrimSpace(h.Get("Content-Id")), "<>"),
 	}
 	part.Inline = disp == "inline" || (disp == "" && part.ContentID != "")
-	p.readPartData(part, decoded)
+	if isSignaturePart(mediaType) {
+		p.readPartData(part, decoded, -1)
+	} else {
+		p.readPartData(part, decoded, p.attachments)
+		p.attachments++
+	}
 	return &node{mediaType: mediaType, part: part}
 }
 
@@ -332,17 +387,15 @@ func (p *mimeParser) disposition(h textproto.Header) (string, map[string]string)
 
 // filename takes the Content-Disposition filename (RFC 2231 already decoded
 // by mime.ParseMediaType), else the Content-Type name, decodes RFC 2047 and
-// keeps only the last path element so nobody writes "../../x" to disk.
+// makes it safe to show and to write (store.SafeFilename): the last path
+// element only, so nobody writes "../../x" to disk, without control
+// characters, NUL or terminal escapes.
 func (p *mimeParser) filename(ctParams, dParams map[string]string) string {
 	name := dParams["filename"]
 	if name == "" {
 		name = ctParams["name"]
 	}
-	name = p.decodeWords(name)
-	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
-		name = name[i+1:]
-	}
-	return strings.TrimSpace(name)
+	return store.SafeFilename(p.decodeWords(name))
 }
 
 // transferDecode undoes Content-Transfer-Encoding through go-message. Only
@@ -365,9 +418,30 @@ func (p *mimeParser) transferDecode(cte string, body io.Reader) io.Reader {
 }
 
 // readPartData reads an attachment, keeping at most the configured limit
-// in memory and counting the rest.
-func (p *mimeParser) readPartData(part *Part, r io.Reader) {
+// in memory and counting the rest; with DataLater it only counts, and in
+// EachAttachment's pass it hands listed parts (index >= 0) to emit.
+func (p *mimeParser) readPartData(part *Part, r io.Reader, index int) {
 	limit := p.opts.maxAttachment()
+	switch {
+	case p.emit != nil:
+		if index >= 0 && p.emitErr == nil {
+			// A decoding error ends the part where the first pass ended
+			// it (with a Warning), so the bytes match the measured Size.
+			p.emitErr = p.emit(index, endAtError{r})
+		}
+		return
+	case p.opts.DataLater:
+		n, err := io.Copy(io.Discard, r)
+		part.Size = n
+		if err != nil {
+			p.warnf("decoding attachment %q: %v", part.Filename, err)
+		}
+		if n > limit {
+			part.TooLarge = true
+			p.warnf("attachment %q (%d bytes) over the %d byte limit, left out", part.Filename, part.Size, limit)
+		}
+		return
+	}
 	data, err := readAtMost(r, limit)
 	part.Size = int64(len(data))
 	if err != nil {
@@ -382,7 +456,19 @@ func (p *mimeParser) readPartData(part *Part, r io.Reader) {
 		p.warnf("decoding attachment %q: %v", part.Filename, err)
 	}
 	part.Size += rest
+	part.TooLarge = true
 	p.warnf("attachment %q (%d bytes) over the %d byte limit, left out", part.Filename, part.Size, limit)
+}
+
+// endAtError reads r, turning its first error into the end of input.
+type endAtError struct{ r io.Reader }
+
+func (e endAtError) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // readAtMost reads up to limit+1 bytes (the extra byte tells "over the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -65,6 +66,8 @@ func TestAttachmentsStoredOnce(t *testing.T) {
 	startSource(t, st, h.baseOptions(t))
 	tk := ticketWithSubject(t, st, "Screenshot of the error")
 	key := "att-1@customer.test"
+	// The files are stored right after the ticket that lists them.
+	waitRead(t, st, 1)
 	f, err := st.Attachment(context.Background(), attachmentID(key, "0"), store.AllTickets)
 	if err != nil {
 		t.Fatalf("attachment of the opening mail: %v", err)
@@ -424,15 +427,15 @@ type faultyStore struct {
 	// started, when set, is closed when the first CreateTicket begins,
 	// which then waits for release to be closed before it goes on.
 	started, release chan struct{}
-	// failSaves fails that many SaveAttachment calls with an outage.
+	// failSaves fails that many WriteAttachment calls with an outage.
 	failSaves atomic.Int32
 }
 
-func (f *faultyStore) SaveAttachment(ctx context.Context, a store.AttachmentFile) error {
+func (f *faultyStore) WriteAttachment(ctx context.Context, a store.Attachment, ticket bson.ObjectID, r io.Reader) error {
 	if f.failSaves.Add(-1) >= 0 {
 		return errors.Join(store.ErrUnavailable, errors.New("connection refused"))
 	}
-	return f.Store.SaveAttachment(ctx, a)
+	return f.Store.WriteAttachment(ctx, a, ticket, r)
 }
 
 func (f *faultyStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
