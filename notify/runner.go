@@ -133,7 +133,12 @@ type Options struct {
 	Idle func()
 }
 
-func (o Options) withDefaults() Options {
+// DefaultShutdownGrace is how long a delivery in flight may finish on
+// shutdown when Options.ShutdownGrace is zero.
+const DefaultShutdownGrace = 10 * time.Second
+
+// WithDefaults returns o with every zero value replaced by its default.
+func (o Options) WithDefaults() Options {
 	if o.Lease == 0 {
 		o.Lease = 2 * time.Minute
 	}
@@ -150,7 +155,7 @@ func (o Options) withDefaults() Options {
 		o.PollInterval = 30 * time.Second
 	}
 	if o.ShutdownGrace == 0 {
-		o.ShutdownGrace = 10 * time.Second
+		o.ShutdownGrace = DefaultShutdownGrace
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -163,7 +168,7 @@ func (o Options) withDefaults() Options {
 
 // Validate reports every bad value at once, each with its option name.
 func (o Options) Validate() error {
-	o = o.withDefaults()
+	o = o.WithDefaults()
 	var errs []error
 	if o.Sink == "" {
 		errs = append(errs, errors.New("sink: required"))
@@ -224,7 +229,7 @@ func NewRunner(opts Options, st OutboxStore, a Adapter, log *slog.Logger) (*Runn
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{o: opts.withDefaults(), st: st, a: a, log: log.With("component", "notify", "sink", opts.Sink)}, nil
+	return &Runner{o: opts.WithDefaults(), st: st, a: a, log: log.With("component", "notify", "sink", opts.Sink)}, nil
 }
 
 // Stats returns the counters; safe to call while Run runs.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,58 +211,39 @@ func (w *world) outcomesSoFar() string {
 	return strings.Join(w.outcomes, "; ")
 }
 
-func TestDeliveredIsCompletedAndReported(t *testing.T) {
-	w := newWorld(t)
-	x := w.start(w.options(), w.adapter)
-	w.ticket()
-	c := w.next()
-	c.reply <- nil
-	w.asleep()
-	if d := w.delivery(c.d.ID); d.ID != "" {
-		t.Errorf("delivered entry still queued: %+v", d)
-	}
-	if s := x.r.Stats(); s.Sent != 1 || s.Retried+s.Dead+s.Skipped != 0 {
-		t.Errorf("stats %+v", s)
-	}
-	if got := w.outcomesSoFar(); got != "ticket.created true " {
-		t.Errorf("outcomes %q", got)
-	}
-}
-
-func TestSkippedIsCompletedWithoutOutcome(t *testing.T) {
-	w := newWorld(t)
-	x := w.start(w.options(), w.adapter)
-	w.ticket()
-	c := w.next()
-	c.reply <- notify.Skipped("policy")
-	w.asleep()
-	if d := w.delivery(c.d.ID); d.ID != "" {
-		t.Errorf("skipped entry still queued: %+v", d)
-	}
-	if s := x.r.Stats(); s.Skipped != 1 || s.Sent != 0 {
-		t.Errorf("stats %+v", s)
-	}
-	if got := w.outcomesSoFar(); got != "" {
-		t.Errorf("a skipped delivery reported %q", got)
-	}
-}
-
-func TestPermanentFailureIsDeadAtOnce(t *testing.T) {
-	w := newWorld(t)
-	x := w.start(w.options(), w.adapter)
-	w.ticket()
-	c := w.next()
-	c.reply <- fmt.Errorf("send: %w", notify.Permanent(errors.New("550 no such user")))
-	w.asleep()
-	d := w.delivery(c.d.ID)
-	if d.State != store.DeliveryDead || d.Attempts != 1 || !strings.Contains(d.LastError, "550") {
-		t.Errorf("after a permanent failure: %+v", d)
-	}
-	if s := x.r.Stats(); s.Dead != 1 || s.Retried != 0 {
-		t.Errorf("stats %+v", s)
-	}
-	if got := w.outcomesSoFar(); got != "ticket.created false send: 550 no such user" {
-		t.Errorf("outcomes %q", got)
+// Each kind of answer ends a delivery its own way: completed (reported or
+// not) or dead at once (reported with the reason).
+func TestAnswersAreBooked(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answer  error
+		state   store.DeliveryState // "" means completed: gone from the queue
+		stats   notify.Stats
+		outcome string
+	}{
+		{"delivered", nil, "", notify.Stats{Sent: 1}, "ticket.created true "},
+		{"skipped", notify.Skipped("policy"), "", notify.Stats{Skipped: 1}, ""},
+		{"permanent", fmt.Errorf("send: %w", notify.Permanent(errors.New("550 no such user"))), store.DeliveryDead,
+			notify.Stats{Dead: 1}, "ticket.created false send: 550 no such user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			x := w.start(w.options(), w.adapter)
+			w.ticket()
+			c := w.next()
+			c.reply <- tc.answer
+			w.asleep()
+			d := w.delivery(c.d.ID)
+			if d.State != tc.state || (tc.state != "" && (d.Attempts != 1 || !strings.Contains(d.LastError, "550"))) {
+				t.Errorf("delivery after the answer: %+v, want state %q", d, tc.state)
+			}
+			if s := x.r.Stats(); s != tc.stats {
+				t.Errorf("stats %+v, want %+v", s, tc.stats)
+			}
+			if got := w.outcomesSoFar(); got != tc.outcome {
+				t.Errorf("outcomes %q, want %q", got, tc.outcome)
+			}
+		})
 	}
 }
 
@@ -410,61 +390,6 @@ func TestRetryAfterPausesTheSink(t *testing.T) {
 	if s := x.r.Stats(); s.Dead != 0 || s.Retried != 1 {
 		t.Errorf("stats %+v (a 429 must not use up the single attempt)", s)
 	}
-}
-
-// lossyStore loses the first CompleteDelivery, as if the daemon died
-// between the channel's acceptance and the store write.
-type lossyStore struct {
-	*store.Store
-	lost atomic.Bool
-}
-
-func (l *lossyStore) CompleteDelivery(ctx context.Context, id string) error {
-	if l.lost.CompareAndSwap(false, true) {
-		return errors.New("simulated crash before complete")
-	}
-	return l.Store.CompleteDelivery(ctx, id)
-}
-
-// A crash after delivering loses nothing: when the lease ends, the
-// delivery goes out again.
-func TestLostCompletionIsDeliveredAgainAfterTheLease(t *testing.T) {
-	w := newWorld(t)
-	o := w.options()
-	o.PollInterval = 10 * time.Second // what finds expired leases
-	r, err := notify.NewRunner(o, &lossyStore{Store: w.st}, w.adapter, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	w.asleep()
-	w.ticket()
-	c := w.next()
-	c.reply <- nil
-	w.asleep()
-	w.clock.Advance(o.Lease - time.Second)
-	w.asleep() // polled: still leased
-	select {
-	case c := <-w.adapter.calls:
-		t.Fatalf("delivered again while leased: %+v", c.d)
-	default:
-	}
-	waitFor(t, "the redelivery", func() bool {
-		select {
-		case again := <-w.adapter.calls:
-			if again.d.ID != c.d.ID || again.d.Attempts != 2 {
-				t.Errorf("redelivered %+v", again.d)
-			}
-			again.reply <- nil
-			return true
-		default:
-			w.clock.Advance(time.Second)
-			return false
-		}
-	})
 }
 
 // Two runners on one store deliver each delivery exactly once, and a
