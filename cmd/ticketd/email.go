@@ -14,6 +14,7 @@ import (
 
 	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/notify"
 	emailout "github.com/ticketd/ticketd/notify/email"
 	"github.com/ticketd/ticketd/store"
 )
@@ -21,8 +22,9 @@ import (
 // Proven here, where every package is known: the store is what the email
 // bridge needs in both directions.
 var (
-	_ emailin.Store        = (*store.Store)(nil)
-	_ emailout.OutboxStore = (*store.Store)(nil)
+	_ emailin.Store      = (*store.Store)(nil)
+	_ emailout.Store     = (*store.Store)(nil)
+	_ notify.OutboxStore = (*store.Store)(nil)
 )
 
 // EmailConfig configures the email bridge: IMAP in, SMTP out.
@@ -137,18 +139,30 @@ func replySecret(jwtSecret []byte) []byte {
 }
 
 // startEmail starts the inbound source and the outbound notifier as
-// workers and returns the sink the relay must queue deliveries for.
-func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) ([]string, error) {
+// workers.
+func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) error {
 	if !cfg.Enabled {
-		return nil, nil
+		return nil
 	}
 	cfg.complete()
 	signer := replytoken.New(replySecret(secret))
 	out := cfg.Outbound
 	out.Signer = signer
-	notifier, err := emailout.New(out, st, log)
+	adapter, err := emailout.NewAdapter(out, st, log)
 	if err != nil {
-		return nil, fmt.Errorf("email.outbound: %w", err)
+		return fmt.Errorf("email.outbound: %w", err)
+	}
+	ro := out.RunnerOptions()
+	// Whether the customer got an agent's reply is announced, so that the
+	// agent sees it where they wrote it (Slack).
+	ro.Outcome = func(ctx context.Context, d *store.Delivery, delivered bool, reason string) {
+		if err := st.RecordDeliveryOutcome(ctx, d, delivered, reason); err != nil {
+			log.Error("record delivery outcome", "delivery", d.ID, "delivered", delivered, "err", err)
+		}
+	}
+	notifier, err := notify.NewRunner(ro, st, adapter, log)
+	if err != nil {
+		return fmt.Errorf("email.outbound: %w", err)
 	}
 	in := cfg.Inbound
 	in.ReplySigner = signer
@@ -156,7 +170,7 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	in.OwnAddresses = append(append([]string{}, in.OwnAddresses...), cfg.Address, out.From)
 	source, err := emailin.New(st, in)
 	if err != nil {
-		return nil, fmt.Errorf("email.inbound: %w", err)
+		return fmt.Errorf("email.inbound: %w", err)
 	}
 	reg.MustRegister(
 		newStatsCollector("ticketd_email_inbound_messages_total", "Inbound mail by outcome (tickets, responses, duplicates, ignored, quarantined, ...).", source.Stats),
@@ -164,5 +178,5 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	)
 	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
 	runWorker(ctx, wg, log, "email-inbound", source.Run)
-	return []string{emailout.Sink}, nil
+	return nil
 }

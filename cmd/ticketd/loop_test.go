@@ -211,15 +211,17 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 		status.Header("In-Reply-To") != "<m2@customer.test>" {
 		t.Errorf("status notice: Auto-Submitted %q, In-Reply-To %q", status.Header("Auto-Submitted"), status.Header("In-Reply-To"))
 	}
-	// Four deliveries were queued (ack, reply, the customer's reply,
-	// status). Once all are done, the customer's own reply must have been
-	// completed without a mail, not echoed back to her.
+	// Five deliveries were queued (ack, reply, the reply's delivery
+	// outcome, the customer's reply, status). Once all are done, the
+	// customer's own reply must have been completed without a mail, not
+	// echoed back to her; the outcome is for the other sinks.
 	var metrics string
-	testwait.For(t, "the four deliveries done", func() bool {
+	testwait.For(t, "the five deliveries done", func() bool {
 		metrics = string(scrape(t, base))
 		has := func(s string) bool { return strings.Contains(metrics, s) }
 		return has(`ticketd_email_outbound_deliveries_total{outcome="sent"} 4`) ||
-			has(`ticketd_email_outbound_deliveries_total{outcome="skipped"} 1`) && has(`ticketd_outbox_deliveries{state="pending"} 0`)
+			has(`ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`) &&
+				has(`ticketd_outbox_deliveries{state="pending"} 0`) && has(`ticketd_outbox_deliveries{state="waiting"} 0`)
 	})
 	if n := len(smtp.Messages()); n != 3 {
 		t.Errorf("%d mails sent, want 3 (ack, reply, status): the customer's own reply must not be echoed", n)
@@ -231,8 +233,11 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 		`ticketd_email_inbound_messages_total{outcome="responses"} 1`,
 		`ticketd_email_inbound_messages_total{outcome="quarantined"} 0`,
 		`ticketd_email_outbound_deliveries_total{outcome="sent"} 3`,
-		`ticketd_email_outbound_deliveries_total{outcome="skipped"} 1`,
+		// The customer's own reply, and the announcement that the agent's
+		// reply was delivered (for the other sinks).
+		`ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`,
 		`ticketd_outbox_deliveries{state="pending"} 0`,
+		`ticketd_outbox_deliveries{state="waiting"} 0`,
 		`ticketd_outbox_deliveries{state="dead"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {

@@ -47,7 +47,7 @@ type skip struct {
 // The recipient is always the ticket's creator, looked up as a customer;
 // without a customer record (a ticket opened with an API token) there is
 // nobody to mail and the delivery completes with a logged reason.
-func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *skip, error) {
+func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *skip, error) {
 	e := d.Event
 	var kind Kind
 	switch e.Kind {
@@ -68,6 +68,8 @@ func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *
 		kind = KindStatus
 	case store.EventPriorityChanged:
 		return nil, &skip{"priority changes are not mailed to customers", true}, nil
+	case store.EventResponseDelivered, store.EventResponseUndelivered:
+		return nil, &skip{"delivery outcomes are for the other sinks", true}, nil
 	default:
 		return nil, &skip{fmt.Sprintf("unknown event kind %q", e.Kind), false}, nil
 	}
@@ -180,7 +182,7 @@ func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *
 // two of his own acknowledgements in References. Inbound mail threads by
 // these ids only within the sender's team anyway; the tag makes them prove
 // nothing by themselves.
-func (n *Notifier) messageID(d *store.Delivery) string {
+func (n *Adapter) messageID(d *store.Delivery) string {
 	return "<ticketd." + d.Event.ID.Hex() + "." + n.cfg.Signer.Tag("message-id", d.Event.ID) + "@" + n.cfg.MessageIDDomain + ">"
 }
 

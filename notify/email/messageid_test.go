@@ -10,7 +10,7 @@ import (
 	"github.com/ticketd/ticketd/store"
 )
 
-func notifierWithSecret(t *testing.T, secret string) *Notifier {
+func notifierWithSecret(t *testing.T, secret string) *Adapter {
 	t.Helper()
 	cfg, err := Options{
 		SMTP:   SMTPOptions{Host: "127.0.0.1", Security: SecurityPlain},
@@ -20,7 +20,7 @@ func notifierWithSecret(t *testing.T, secret string) *Notifier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Notifier{cfg: cfg}
+	return &Adapter{cfg: cfg}
 }
 
 // An outgoing Message-ID is the same on every attempt of a delivery, but
