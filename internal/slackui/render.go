@@ -38,20 +38,9 @@ func cut(s string, max int, escape bool) string {
 	room := max - utf16Len(ellipsis)
 	cutAt := -1 // b.Len() when the text still left room for the ellipsis
 	for _, r := range s {
-		piece := string(r)
+		piece, n := string(r), runeUnits(r)
 		if escape {
-			switch r {
-			case '&':
-				piece = "&amp;"
-			case '<':
-				piece = "&lt;"
-			case '>':
-				piece = "&gt;"
-			}
-		}
-		n := len(piece) // ASCII and entities: one unit per byte
-		if r >= 0x80 {
-			n = runeUnits(r)
+			piece, n = escaped(r)
 		}
 		if used+n > max {
 			if cutAt < 0 {
@@ -231,4 +220,48 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// Chunks splits s into mrkdwn pieces of at most size characters each
+// (escaped like Mrkdwn, cut on rune and entity boundaries), at most max of
+// them; cut reports that text was left out (the last piece then ends in
+// "…"). A long message becomes several section blocks this way.
+func Chunks(s string, size, max int) (chunks []string, cut bool) {
+	var b strings.Builder
+	used := 0
+	room := size - utf16Len(ellipsis)
+	cutAt := 0 // b.Len() when the chunk still left room for the ellipsis
+	for _, r := range s {
+		piece, n := escaped(r)
+		if used+n > size {
+			if len(chunks) == max-1 {
+				return append(chunks, b.String()[:cutAt]+ellipsis), true
+			}
+			chunks = append(chunks, b.String())
+			b.Reset()
+			used, cutAt = 0, 0
+		}
+		used += n
+		b.WriteString(piece)
+		if used <= room {
+			cutAt = b.Len()
+		}
+	}
+	if b.Len() > 0 {
+		chunks = append(chunks, b.String())
+	}
+	return chunks, false
+}
+
+// escaped is one rune as mrkdwn and its length in characters.
+func escaped(r rune) (string, int) {
+	switch r {
+	case '&':
+		return "&amp;", 5
+	case '<':
+		return "&lt;", 4
+	case '>':
+		return "&gt;", 4
+	}
+	return string(r), runeUnits(r)
 }

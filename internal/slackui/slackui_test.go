@@ -120,3 +120,17 @@ func TestRootBlocks(t *testing.T) {
 		t.Errorf("priority select %+v", sel)
 	}
 }
+
+func TestChunks(t *testing.T) {
+	got, cut := Chunks("ab<cdé", 5, 3)
+	if cut || strings.Join(got, "|") != "ab|&lt;c|dé" {
+		t.Errorf("Chunks = %q, %v", got, cut)
+	}
+	got, cut = Chunks(strings.Repeat("x", 12), 5, 2)
+	if !cut || strings.Join(got, "|") != "xxxxx|xxxx…" {
+		t.Errorf("Chunks cut = %q, %v", got, cut)
+	}
+	if got, cut := Chunks("", 5, 2); len(got) != 0 || cut {
+		t.Errorf("Chunks empty = %q, %v", got, cut)
+	}
+}
