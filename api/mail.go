@@ -52,8 +52,8 @@ func (s *Server) deliveries(w http.ResponseWriter, r *http.Request) error {
 	if state == "" {
 		state = store.DeliveryDead
 	}
-	if state != store.DeliveryDead && state != store.DeliveryPending {
-		return badRequest(fmt.Sprintf("state must be %s or %s", store.DeliveryDead, store.DeliveryPending))
+	if state != store.DeliveryDead && state != store.DeliveryPending && state != store.DeliveryWaiting {
+		return badRequest(fmt.Sprintf("state must be %s, %s or %s", store.DeliveryDead, store.DeliveryPending, store.DeliveryWaiting))
 	}
 	limit, err := intParam(r.URL.Query().Get("limit"), "limit", 0, 200)
 	if err != nil {

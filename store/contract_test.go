@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -269,6 +271,22 @@ func TestDeploymentSinks(t *testing.T) {
 	}
 	if sinks, ok := other.Sinks(); !ok || strings.Join(sinks, ",") != "email,slack" {
 		t.Errorf("sinks %v %v", sinks, ok)
+	}
+
+	// A daemon killed on this host (its process is gone) blocks nothing,
+	// heartbeat or not: a restart with a new configuration is not refused.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if _, err := s.Database().Collection("daemons").InsertOne(ctx, bson.D{{Key: "_id", Value: "killed"}, {Key: "host", Value: host},
+		{Key: "pid", Value: dead.Process.Pid}, {Key: "sinks", Value: bson.A{"webhook"}}, {Key: "heartbeatAt", Value: clock.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	other.LeaveDeployment(ctx)
+	if _, err := secondDaemon(t, s, clock.Now).JoinDeployment(ctx, []string{"email"}); err != nil {
+		t.Errorf("a killed daemon on this host blocked the start: %v", err)
 	}
 }
 

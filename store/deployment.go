@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -104,6 +105,9 @@ func (s *Store) JoinDeployment(ctx context.Context, sinks []string) (Joined, err
 		return Joined{}, fmt.Errorf("list daemons: %w", classify(err))
 	}
 	for _, d := range alive {
+		if d.Host == host && d.PID != me.PID && !pidAlive(d.PID) {
+			continue // killed on this host (kill -9, a crash): no heartbeat to wait for
+		}
 		if d.ID != me.ID && !slices.Equal(normSinks(d.Sinks), sinks) {
 			s.leave(ctx)
 			return Joined{}, fmt.Errorf("%w: this daemon's configuration gives the sinks %v, but daemon %s on %s (pid %d, last heartbeat %s ago) runs with %v: give every daemon the same configuration, or stop that one (a crashed daemon stops counting %s after its last heartbeat)",
@@ -168,4 +172,15 @@ func (s *Store) leave(ctx context.Context) {
 	if _, err := s.col(colDaemons).DeleteOne(ctx, bson.D{{Key: "_id", Value: s.daemonID}}); err != nil {
 		s.log.Warn("could not unregister the daemon; its heartbeat expires", "err", err)
 	}
+}
+
+// pidAlive reports whether a process with this id runs on this host (on
+// Unix; elsewhere it says no, and only heartbeats count).
+func pidAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, os.ErrPermission)
 }

@@ -108,6 +108,17 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID) (int, error) 
 	slices.SortStableFunc(events, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
 	now := s.nowUTC()
 	for _, sink := range sinks {
+		// Only the ticket's earliest delivery to the sink is pending; any
+		// delivery already queued for it (even this event's own, from a
+		// relay whose pull failed) puts these behind it.
+		n, err := s.outbox.CountDocuments(ctx, bson.D{
+			{Key: "sink", Value: sink}, {Key: "ticketId", Value: id},
+			{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{DeliveryPending, DeliveryWaiting}}}},
+		}, options.Count().SetLimit(1))
+		if err != nil {
+			return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), classify(err))
+		}
+		ahead := n > 0
 		for _, e := range events {
 			d := Delivery{ID: e.ID.Hex() + "/" + sink, Sink: sink, Event: e, TicketID: e.TicketID, Seq: e.Seq,
 				State: DeliveryPending, NextAttemptAt: now, CreatedAt: now}
@@ -118,25 +129,22 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID) (int, error) 
 			} else if !errors.Is(err, ErrNotFound) {
 				return 0, fmt.Errorf("relay event %s: %w", d.ID, err)
 			}
-			ahead, err := s.outbox.CountDocuments(ctx, bson.D{
-				{Key: "sink", Value: sink}, {Key: "ticketId", Value: e.TicketID},
-				{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{DeliveryPending, DeliveryWaiting}}}},
-				{Key: "_id", Value: bson.D{{Key: "$ne", Value: d.ID}}},
-			}, options.Count().SetLimit(1))
-			if err != nil {
-				return 0, fmt.Errorf("relay event %s: %w", d.ID, classify(err))
-			}
-			if ahead > 0 {
+			if ahead {
 				d.State = DeliveryWaiting
 			}
 			if _, err := s.outbox.InsertOne(ctx, d); err != nil && !mongo.IsDuplicateKeyError(err) {
 				return 0, fmt.Errorf("relay event %s: %w", d.ID, classify(err))
 			}
+			ahead = true
 		}
-		// The delivery ahead may have been completed by another daemon
-		// between the count and the insert.
-		if err := s.ensureHead(ctx, id, sink); err != nil {
-			return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), err)
+		// On a shared MongoDB the delivery ahead may have been completed by
+		// another daemon between the count and the inserts. In this
+		// process, a completion promotes under the ticket lock we hold, so
+		// after these inserts.
+		if !s.serial && ahead {
+			if err := s.ensureHead(ctx, id, sink); err != nil {
+				return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), err)
+			}
 		}
 	}
 	// $pullAll removes exactly these elements, as read; an event pushed

@@ -222,27 +222,43 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 		status.Header("In-Reply-To") != "<m2@customer.test>" {
 		t.Errorf("status notice: Auto-Submitted %q, In-Reply-To %q", status.Header("Auto-Submitted"), status.Header("In-Reply-To"))
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Nothing more is on its way once the queue is empty: every delivery
+	// was sent or skipped.
+	eventually(t, "an empty delivery queue", func() bool {
+		m := metricsText(t, base)
+		return strings.Contains(m, `ticketd_outbox_deliveries{state="pending"} 0`) &&
+			strings.Contains(m, `ticketd_outbox_deliveries{state="waiting"} 0`) &&
+			strings.Contains(m, `ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`)
+	})
 	if n := len(smtp.Messages()); n != 3 {
 		t.Errorf("%d mails sent, want 3 (ack, reply, status): the customer's own reply must not be echoed", n)
 	}
 
 	// 5. The bridge's counters and the queue are on /metrics.
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	metrics := metricsText(t, base)
 	for _, want := range []string{
 		`ticketd_email_inbound_messages_total{outcome="tickets"} 1`,
 		`ticketd_email_inbound_messages_total{outcome="responses"} 1`,
 		`ticketd_email_inbound_messages_total{outcome="quarantined"} 0`,
 		`ticketd_email_outbound_deliveries_total{outcome="sent"} 3`,
+		// The customer's own reply, and the announcement that the agent's
+		// reply was delivered (for the other sinks).
+		`ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`,
 		`ticketd_outbox_deliveries{state="dead"} 0`,
 	} {
-		if !strings.Contains(string(metrics), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }

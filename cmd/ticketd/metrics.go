@@ -51,7 +51,7 @@ type queueCollector struct {
 
 func newQueueCollector(st *store.Store) *queueCollector {
 	return &queueCollector{st: st, desc: prometheus.NewDesc("ticketd_outbox_deliveries",
-		"Notification deliveries in the queue by state (pending, dead).", []string{"state"}, nil)}
+		"Notification deliveries in the queue by state (pending, waiting behind an earlier one of the same ticket, dead).", []string{"state"}, nil)}
 }
 
 func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -59,7 +59,7 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, s := range []store.DeliveryState{store.DeliveryPending, store.DeliveryDead} {
+	for _, s := range []store.DeliveryState{store.DeliveryPending, store.DeliveryWaiting, store.DeliveryDead} {
 		if n, err := c.st.CountDeliveries(ctx, s); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(s))
 		}

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/notify"
 )
 
 // DefaultShutdownGrace is how long a send in flight may finish on shutdown
 // when Options.ShutdownGrace is zero.
-const DefaultShutdownGrace = 10 * time.Second
+const DefaultShutdownGrace = notify.DefaultShutdownGrace
 
-// Options configures a Notifier. The zero value of every field is its
+// Options configures the email sink: the Adapter, and the retry settings
+// of its delivery runner (RunnerOptions). The zero value of every field is its
 // documented default, except the three required ones: SMTP.Host, From and
 // Signer. Key paths in Validate's errors are the yaml names below; cmd
 // prefixes them with where the block sits in its file (notify.email).
@@ -174,24 +176,10 @@ func (o Options) withDefaults() Options {
 	if o.ReferencesMax == 0 {
 		o.ReferencesMax = 10
 	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = 8
-	}
-	if o.BackoffBase == 0 {
-		o.BackoffBase = 30 * time.Second
-	}
-	if o.BackoffMax == 0 {
-		o.BackoffMax = time.Hour
-	}
-	if o.Lease == 0 {
-		o.Lease = 2 * time.Minute
-	}
-	if o.PollInterval == 0 {
-		o.PollInterval = 30 * time.Second
-	}
-	if o.ShutdownGrace == 0 {
-		o.ShutdownGrace = DefaultShutdownGrace
-	}
+	// The retry settings are the delivery runner's, with its defaults.
+	r := o.runner().WithDefaults()
+	o.MaxAttempts, o.BackoffBase, o.BackoffMax = r.MaxAttempts, r.BackoffBase, r.BackoffMax
+	o.Lease, o.PollInterval, o.ShutdownGrace = r.Lease, r.PollInterval, r.ShutdownGrace
 	return o
 }
 
@@ -310,23 +298,13 @@ func (o Options) compile() (*config, error) {
 	if o.ReferencesMax < 2 {
 		bad("referencesMax", "%d: want at least 2 (the thread's first and last)", o.ReferencesMax)
 	}
-	if o.MaxAttempts < 1 {
-		bad("maxAttempts", "%d: want at least 1", o.MaxAttempts)
-	}
-	if o.BackoffBase < 0 {
-		bad("backoffBase", "%v is negative", o.BackoffBase)
-	}
-	if o.BackoffMax < o.BackoffBase {
-		bad("backoffMax", "%v is less than backoffBase %v", o.BackoffMax, o.BackoffBase)
+	// maxAttempts, backoffBase, backoffMax, pollInterval, shutdownGrace:
+	// the runner's own checks, whose keys are these options' names.
+	if err := o.runner().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.Lease <= c.SMTP.Timeout {
 		bad("lease", "%v must exceed smtp.timeout %v, or a slow send's delivery is claimed again while it runs", o.Lease, c.SMTP.Timeout)
-	}
-	if o.PollInterval <= 0 {
-		bad("pollInterval", "%v: want a positive duration", o.PollInterval)
-	}
-	if o.ShutdownGrace < 0 {
-		bad("shutdownGrace", "%v is negative", o.ShutdownGrace)
 	}
 
 	tmpl, err := loadTemplates(o.TemplateDir, !o.TextOnly)
