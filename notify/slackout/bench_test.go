@@ -1,23 +1,41 @@
 package slackout
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/ticketd/ticketd/internal/slackfake"
+	"github.com/ticketd/ticketd/notify"
 	"github.com/ticketd/ticketd/store"
 )
 
 // BenchmarkRootMessage measures a ticket created through the store until
-// its root message is in the fake Slack (create, then the sink's delivery:
-// load, render, chat.postMessage, bind), against a bare chat.postMessage to
-// the same fake in the same run. Each iteration does one of each.
+// its root message is in the fake Slack, through the whole path (the
+// relay, the shared runner's claim, the sink: load, render,
+// chat.postMessage, bind), against a bare chat.postMessage to the same
+// fake in the same run. Each iteration does one of each.
 //
 //	go test -run '^$' -bench RootMessage -benchtime 300x ./notify/slackout/
 func BenchmarkRootMessage(b *testing.B) {
 	e := newEnv(b)
+	ctx, cancel := context.WithCancel(e.ctx)
+	if _, err := e.st.JoinDeployment(ctx, []string{Sink}); err != nil {
+		b.Fatal(err)
+	}
+	r, err := notify.NewRunner(notify.Options{Sink: Sink}, e.st, e.a, e.a.log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = e.st.RunRelay(ctx, time.Minute) }()
+	go func() { defer wg.Done(); _ = r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
 	api := e.a.api
 	var bare, root []time.Duration
 	b.ResetTimer()
@@ -29,23 +47,18 @@ func BenchmarkRootMessage(b *testing.B) {
 		bare = append(bare, time.Since(start))
 
 		start = time.Now()
-		tk, _, err := e.st.CreateTicket(e.ctx, store.NewTicket{
+		if _, _, err := e.st.CreateTicket(e.ctx, store.NewTicket{
 			Creator: store.Actor{ID: e.customer.ID, Type: store.CreatorCustomer, Via: store.SourceAPI},
 			TeamID:  "acme", Category: "Billing", Subject: "Bench", Description: "A ticket for the benchmark.",
 			Source: store.SourceAPI,
-		})
-		if err != nil {
+		}); err != nil {
 			b.Fatal(err)
 		}
-		if err := e.a.Deliver(e.ctx, &store.Delivery{Sink: Sink, Event: tk.Outbox[0], Attempts: 1}); err != nil {
-			b.Fatal(err)
-		}
+		want := 2 * (i + 1) // each iteration adds the baseline post and a root
+		e.fake.Until(b, "the root message", func() bool { return len(e.fake.Roots(slackfake.ChannelID)) == want })
 		root = append(root, time.Since(start))
 	}
 	b.StopTimer()
-	if got := len(e.fake.Roots(slackfake.ChannelID)); got != 2*b.N {
-		b.Fatalf("%d messages in the channel, want %d", got, 2*b.N)
-	}
 	p50b, p99b := quantiles(bare)
 	p50r, p99r := quantiles(root)
 	b.ReportMetric(float64(p50b.Microseconds()), "bare-p50-µs")

@@ -334,8 +334,12 @@ func (a *Adapter) deliverOutcome(ctx context.Context, t *store.Ticket, root mess
 			return err
 		}
 	}
-	if e.Kind != store.EventResponseUndelivered {
+	switch {
+	case e.Kind == store.EventResponseUndelivered:
+	case fromSlack:
 		return nil
+	default:
+		return notify.Skipped("a delivered reply not written in Slack has nothing to mark")
 	}
 	who, err := a.personLabel(ctx, r.CreatorType, r.CreatorID)
 	if err != nil {
