@@ -175,6 +175,9 @@ const (
 	// EventResponseUndelivered: a sink (Event.Origin) gave up delivering a
 	// response to the customer; Event.Note says why.
 	EventResponseUndelivered EventKind = "response.undelivered"
+	// EventAssigneeChanged: From and To are the old and new assignee's
+	// agent id (hex), "" for nobody. The Slack sink shows it; mail does not.
+	EventAssigneeChanged EventKind = "assignee.changed"
 )
 
 // Event is one announcement: what changed, on which ticket, by whom.
