@@ -138,7 +138,7 @@ func (a *Adapter) Deliver(ctx context.Context, d *store.Delivery) error {
 		return nil
 	case store.EventResponseAdded:
 		return a.deliverResponse(ctx, t, root, e, retried)
-	case store.EventStatusChanged, store.EventPriorityChanged:
+	case store.EventStatusChanged, store.EventPriorityChanged, store.EventAssigneeChanged:
 		if !fresh { // a fresh root shows the current state already
 			if err := a.updateRoot(ctx, t, root); err != nil {
 				return err

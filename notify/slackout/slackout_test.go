@@ -391,3 +391,33 @@ func TestRootLinksTheCustomersSlackThread(t *testing.T) {
 		t.Errorf("root lacks the link to the customer's thread:\n%s", text)
 	}
 }
+
+func TestAssigneeChangeUpdatesRootAndAddsOneLine(t *testing.T) {
+	e := newEnv(t)
+	tk, ts := e.withRoot()
+	by := store.Actor{ID: e.agent.ID, Type: store.CreatorAdmin, Via: store.SourceSlack}
+	if _, err := e.st.UpdateTicket(e.ctx, tk.ID, store.AllTickets, store.TicketUpdate{AssigneeID: &e.agent.ID}, by); err != nil {
+		t.Fatal(err)
+	}
+	e.mustDeliver(e.event(tk.ID, store.EventAssigneeChanged))
+	root, _ := e.fake.Message(slackfake.ChannelID, ts)
+	if root.Updates != 1 || !strings.Contains(blocksText(t, root.Blocks), "*Assignee*\n<@U0BOB>") {
+		t.Errorf("root after the assignment (%d updates):\n%s", root.Updates, blocksText(t, root.Blocks))
+	}
+	none := bson.NilObjectID
+	if _, err := e.st.UpdateTicket(e.ctx, tk.ID, store.AllTickets, store.TicketUpdate{AssigneeID: &none}, by); err != nil {
+		t.Fatal(err)
+	}
+	e.mustDeliver(e.event(tk.ID, store.EventAssigneeChanged))
+	var lines []string
+	for _, m := range e.replies(ts) {
+		lines = append(lines, blocksText(t, m.Blocks))
+	}
+	if strings.Join(lines, "\n") != "Assigned to *<@U0BOB>* by *<@U0BOB>* via Slack\nUnassigned by *<@U0BOB>* via Slack" {
+		t.Errorf("thread lines %q", lines)
+	}
+	root, _ = e.fake.Message(slackfake.ChannelID, ts)
+	if !strings.Contains(blocksText(t, root.Blocks), "*Assignee*\nunassigned") {
+		t.Errorf("root after unassigning:\n%s", blocksText(t, root.Blocks))
+	}
+}

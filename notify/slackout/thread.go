@@ -294,17 +294,28 @@ func (a *Adapter) findPosted(ctx context.Context, t *store.Ticket, root message,
 	return found, nil
 }
 
-// changeLine is the thread line of a status or priority change.
+// changeLine is the thread line of a status, priority or assignee change.
 func (a *Adapter) changeLine(ctx context.Context, e store.Event) (string, error) {
 	who, err := a.personLabel(ctx, e.ActorType, e.ActorID)
 	if err != nil {
 		return "", err
 	}
-	what := "Status"
-	if e.Kind == store.EventPriorityChanged {
-		what = "Priority"
+	var line string
+	switch e.Kind {
+	case store.EventAssigneeChanged:
+		line = "Unassigned by " + who
+		if id, err := bson.ObjectIDFromHex(e.To); err == nil {
+			to, err := a.personLabel(ctx, store.CreatorAdmin, id)
+			if err != nil {
+				return "", err
+			}
+			line = "Assigned to " + to + " by " + who
+		}
+	case store.EventPriorityChanged:
+		line = fmt.Sprintf("Priority changed from *%s* to *%s* by %s", slackui.Mrkdwn(e.From, 50), slackui.Mrkdwn(e.To, 50), who)
+	default:
+		line = fmt.Sprintf("Status changed from *%s* to *%s* by %s", slackui.Mrkdwn(e.From, 50), slackui.Mrkdwn(e.To, 50), who)
 	}
-	line := fmt.Sprintf("%s changed from *%s* to *%s* by %s", what, slackui.Mrkdwn(e.From, 50), slackui.Mrkdwn(e.To, 50), who)
 	if via := viaLabel(e.Origin); via != "" {
 		line += " " + via
 	}
