@@ -75,11 +75,23 @@ func CustomerLabel(name, email, slackUserID string) string {
 	return Mrkdwn(name, 200) + " " + Mrkdwn("<"+email+">", 330)
 }
 
+// AgentLabel is how messages name an agent: a Slack mention when the agent
+// is known in Slack, else the name (or the address).
+func AgentLabel(name, email, slackUserID string) string {
+	switch {
+	case slackUserID != "":
+		return "<@" + slackUserID + ">"
+	case strings.TrimSpace(name) != "":
+		return Mrkdwn(strings.TrimSpace(name), 200)
+	}
+	return Mrkdwn(email, 320)
+}
+
 // Root is what the agents' root message of a ticket shows.
 type Root struct {
 	Ticket *store.Ticket
-	// Customer and Assignee are mrkdwn (CustomerLabel, a mention or an
-	// escaped name); an empty Assignee shows "unassigned".
+	// Customer and Assignee are mrkdwn (CustomerLabel, AgentLabel); an
+	// empty Assignee shows "unassigned".
 	Customer string
 	Assignee string
 	// Note is an optional mrkdwn context line (a link to the customer's

@@ -137,3 +137,18 @@ func TestChunks(t *testing.T) {
 		t.Errorf("Chunks empty = %q, %v", got, cut)
 	}
 }
+
+func TestLabels(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{AgentLabel("Bob", "bob@x", "U1"), "<@U1>"},
+		{AgentLabel(" Bob <b> ", "bob@x", ""), "Bob &lt;b&gt;"},
+		{AgentLabel("", "bob@x", ""), "bob@x"},
+		{CustomerLabel("Ann", "ann@x", ""), "Ann &lt;ann@x&gt;"},
+		{CustomerLabel("Ann", "ann@x", "U2"), "<@U2>"},
+		{CustomerLabel("", "", ""), "unknown"},
+	} {
+		if c.got != c.want {
+			t.Errorf("label %q, want %q", c.got, c.want)
+		}
+	}
+}

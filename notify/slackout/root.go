@@ -140,7 +140,7 @@ func (a *Adapter) rootBlocks(ctx context.Context, t *store.Ticket) ([]slack.Bloc
 		case err != nil:
 			return nil, fmt.Errorf("slack: load assignee of ticket %s: %w", t.ID.Hex(), err)
 		default:
-			r.Assignee = agentLabel(ag)
+			r.Assignee = slackui.AgentLabel(ag.Name, ag.Email, ag.SlackUserID)
 		}
 	}
 	r.Note = a.customerThreadNote(ctx, t)
@@ -171,22 +171,11 @@ func (a *Adapter) creatorLabel(ctx context.Context, t *store.Ticket) (string, er
 	case err != nil:
 		return "", err
 	case ag != nil:
-		return agentLabel(ag) + " (agent)", nil
+		return slackui.AgentLabel(ag.Name, ag.Email, ag.SlackUserID) + " (agent)", nil
 	case c != nil:
 		return slackui.CustomerLabel(c.Name, c.Email, ""), nil
 	}
 	return "unknown", nil
-}
-
-// agentLabel is an agent as a mention when known in Slack, else by name.
-func agentLabel(ag *store.Agent) string {
-	if ag.SlackUserID != "" {
-		return "<@" + ag.SlackUserID + ">"
-	}
-	if ag.Name != "" {
-		return slackui.Mrkdwn(ag.Name, 200)
-	}
-	return slackui.Mrkdwn(ag.Email, 320)
 }
 
 // slackTS is a time as a Slack timestamp ("seconds.micros").

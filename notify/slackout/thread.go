@@ -394,7 +394,7 @@ func (a *Adapter) personLabel(ctx context.Context, typ store.CreatorType, id bso
 	case err != nil:
 		return "", err
 	case ag != nil:
-		return "*" + agentLabel(ag) + "*", nil
+		return "*" + slackui.AgentLabel(ag.Name, ag.Email, ag.SlackUserID) + "*", nil
 	case c != nil && strings.TrimSpace(c.Name) != "":
 		return "*" + slackui.Mrkdwn(c.Name, 200) + "*", nil
 	case c != nil:
