@@ -103,11 +103,17 @@ func (a *Adapter) findRoot(ctx context.Context, t *store.Ticket) (message, bool,
 // ours reports whether a message was posted by this bot for the ticket
 // (and, when eventID is set, for that event).
 func (a *Adapter) ours(m slack.Message, ticketID, eventID string) bool {
-	if a.o.BotUserID != "" && m.User != a.o.BotUserID {
+	if !a.byBot(m) {
 		return false
 	}
 	tid, eid, ok := slackui.ParseMetadata(m.Metadata)
 	return ok && tid == ticketID && (eventID == "" || eid == eventID)
+}
+
+// byBot reports whether a message may be the bot's: its user is the bot
+// user, or, when Slack leaves the user out, it carries a bot id.
+func (a *Adapter) byBot(m slack.Message) bool {
+	return a.o.BotUserID == "" || m.User == a.o.BotUserID || m.User == "" && m.BotID != ""
 }
 
 // updateRoot renders the root message again from the ticket's current

@@ -280,7 +280,7 @@ func (a *Adapter) findPosted(ctx context.Context, t *store.Ticket, root message,
 				}
 			case a.ours(m, t.ID.Hex(), ""):
 				return found, nil // the next event's message: its files are its own
-			case len(m.Files) > 0 && (a.o.BotUserID == "" || m.User == a.o.BotUserID):
+			case len(m.Files) > 0 && a.byBot(m):
 				for _, f := range m.Files {
 					found.files = append(found.files, f.Name)
 				}
