@@ -32,7 +32,7 @@ const (
 // deliverResponse posts a response into the thread, with its files, unless
 // it was written in this thread (an agent's Slack reply: it is there).
 func (a *Adapter) deliverResponse(ctx context.Context, t *store.Ticket, root message, e store.Event, retried bool) error {
-	r := findResponse(t, e.ResponseID)
+	r := t.ResponseByID(e.ResponseID)
 	if r == nil {
 		return notify.Skipped("response not on its ticket")
 	}
@@ -71,18 +71,6 @@ func (a *Adapter) inAgentsChannel(r *store.Response, e store.Event) bool {
 	}
 	fromSlack := r.Source == store.SourceSlack || e.Origin == store.SourceSlack
 	return fromSlack && r.CreatorType == store.CreatorAdmin
-}
-
-func findResponse(t *store.Ticket, id *bson.ObjectID) *store.Response {
-	if id == nil {
-		return nil
-	}
-	for i := range t.Response {
-		if t.Response[i].ID == *id {
-			return &t.Response[i]
-		}
-	}
-	return nil
 }
 
 // responseHead is the line above a response: who wrote it, and how.
@@ -331,7 +319,7 @@ func (a *Adapter) deliverOutcome(ctx context.Context, t *store.Ticket, root mess
 		// message; other sinks' outcomes (Slack's own) are not.
 		return notify.Skipped("outcome of the " + string(e.Origin) + " sink")
 	}
-	r := findResponse(t, e.ResponseID)
+	r := t.ResponseByID(e.ResponseID)
 	if r == nil {
 		return notify.Skipped("response not on its ticket")
 	}
