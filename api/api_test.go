@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -33,7 +35,13 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	st := storetest.Open(t)
-	a, err := api.New(st, api.Options{JWTSecret: secret, MaxBodyBytes: 4096}, nil)
+	return serveAPI(t, st, st, api.Options{JWTSecret: secret, MaxBodyBytes: 4096})
+}
+
+// serveAPI runs the API with o over api, which is st or a fake around it.
+func serveAPI(t *testing.T, st *store.Store, over api.Store, o api.Options) *harness {
+	t.Helper()
+	a, err := api.New(over, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +72,7 @@ type answer struct {
 	Data    json.RawMessage `json:"data"`
 	Total   *int64          `json:"total"`
 	Raw     string
+	Header  http.Header
 }
 
 func (a answer) ticket(t *testing.T) map[string]any {
@@ -112,7 +121,7 @@ func (h *harness) call(method, path, token string, body any, hdr ...string) answ
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	a := answer{Code: res.StatusCode, Raw: string(raw)}
+	a := answer{Code: res.StatusCode, Raw: string(raw), Header: res.Header}
 	if ct := res.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
 		if err := json.Unmarshal(raw, &a); err != nil {
 			h.t.Fatalf("%s %s: answer is not JSON: %q", method, path, raw)
@@ -394,6 +403,29 @@ func TestIdempotencyKeyOnCreate(t *testing.T) {
 	}
 }
 
+// Replies take an Idempotency-Key under the same rules as creates: a retry
+// adds nothing, a key over 200 characters is refused before anything is
+// stored.
+func TestIdempotencyKeyOnReply(t *testing.T) {
+	h := newHarness(t)
+	c := h.user(api.RoleCustomer, "acme")
+	id := h.create(c, "keys")["_id"].(string)
+	body := map[string]string{"description": "said once"}
+	for range 2 {
+		if a := h.call("POST", "/api/ticket/create-reply?id="+id, c.token, body, "Idempotency-Key", "r-1"); a.Code != 200 {
+			t.Fatalf("reply: %d %s", a.Code, a.Raw)
+		}
+	}
+	a := h.call("POST", "/api/ticket/create-reply?id="+id, c.token, body, "Idempotency-Key", strings.Repeat("k", 201))
+	if a.Code != 400 || a.Success || !strings.Contains(a.Message, "Idempotency-Key") {
+		t.Errorf("reply with a 201-character key: %d %s, want 400 naming the header", a.Code, a.Raw)
+	}
+	tk := h.call("GET", "/api/ticket/fetch-one?id="+id, c.token, nil).ticket(t)
+	if n := len(tk["response"].([]any)); n != 1 {
+		t.Errorf("%d responses, want the retried one once and the refused one not at all", n)
+	}
+}
+
 func TestCategoriesForBothRoles(t *testing.T) {
 	h := newHarness(t)
 	for _, role := range []api.Role{api.RoleCustomer, api.RoleAdmin} {
@@ -462,6 +494,9 @@ func TestErrorCodes(t *testing.T) {
 		{"malformed token", "GET", "/api/ticket/fetch", "not.a.jwt", nil, "", 401},
 		{"expired token", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", time.Now().Add(-time.Hour).Unix())), nil, "", 401},
 		{"no exp", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", nil)), nil, "", 401},
+		{"exp as string", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("exp", fmt.Sprint(time.Now().Add(time.Hour).Unix()))), nil, "", 401},
+		{"iat as string", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("iat", fmt.Sprint(time.Now().Unix()))), nil, "", 401},
+		{"personal team of another", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, secret, with("team", store.PersonalTeam(bson.NewObjectID()))), nil, "", 401},
 		{"bad signature", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS256, []byte("another-secret-of-16+"), good), nil, "", 401},
 		{"alg none", "GET", "/api/ticket/fetch", none, nil, "", 401},
 		{"HS512", "GET", "/api/ticket/fetch", sign(jwt.SigningMethodHS512, secret, good), nil, "", 401},
@@ -612,4 +647,122 @@ func FuzzCreateBody(f *testing.F) {
 			t.Fatalf("body %q: answer %d success=%v", body, rec.Code, *env.Success)
 		}
 	})
+}
+
+// A personal team belongs to one customer: a token naming one is never
+// minted, and a signed one is refused, so it cannot reach that customer's
+// tickets.
+func TestPersonalTeamCannotBeNamedInAToken(t *testing.T) {
+	h := newHarness(t)
+	victim := h.user(api.RoleCustomer, "")
+	h.create(victim, "my own trouble")
+	team := store.PersonalTeam(victim.id)
+	if _, err := api.NewToken(secret, bson.NewObjectID(), api.RoleCustomer, team, time.Hour, time.Now()); err == nil {
+		t.Error("NewToken minted a token for another customer's personal team")
+	}
+	claims := jwt.MapClaims{"sub": bson.NewObjectID().Hex(), "role": "customer", "team": team, "exp": time.Now().Add(time.Hour).Unix()}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := h.call("GET", "/api/ticket/fetch", tok, nil); a.Code != 401 || strings.Contains(a.Raw, "my own trouble") {
+		t.Errorf("token naming a personal team: %d %s, want 401", a.Code, a.Raw)
+	}
+	if a := h.call("GET", "/api/ticket/fetch", victim.token, nil); a.Code != 200 || len(a.list(t)) != 1 {
+		t.Errorf("the owner's own token (no team) must still see the ticket: %d %s", a.Code, a.Raw)
+	}
+}
+
+// The default body limit admits the largest valid request: a 20,000-emoji
+// description (80,000 bytes of UTF-8, 240,000 when every character is
+// \u-escaped) with a 200-character subject is created, not 413; one
+// character more is refused as too long, not as too large.
+func TestDefaultBodyLimitAdmitsLargestValidRequest(t *testing.T) {
+	st := storetest.Open(t)
+	h := serveAPI(t, st, st, api.Options{JWTSecret: secret})
+	c := h.user(api.RoleCustomer, "acme")
+	escaped := func(s string) string { // every character as \u escapes, as ASCII-only encoders write it
+		var b strings.Builder
+		for _, u := range utf16.Encode([]rune(s)) {
+			fmt.Fprintf(&b, `\u%04x`, u)
+		}
+		return b.String()
+	}
+	subject, emoji := strings.Repeat("😀", 200), strings.Repeat("😀", 20000)
+	for name, body := range map[string]string{
+		"UTF-8":   fmt.Sprintf(`{"subject":%q,"description":%q,"category":"Technical","priority":"urgent"}`, subject, emoji),
+		"escaped": fmt.Sprintf(`{"subject":"%s","description":"%s","category":"Technical","priority":"urgent"}`, escaped(subject), escaped(emoji)),
+	} {
+		if a := h.call("POST", "/api/ticket/create", c.token, body); a.Code != 201 {
+			t.Errorf("%s: valid 20,000-emoji ticket (%d bytes): %d %.200s", name, len(body), a.Code, a.Raw)
+		}
+	}
+	over := fmt.Sprintf(`{"subject":"s","description":"%s"}`, escaped(emoji+"😀"))
+	if a := h.call("POST", "/api/ticket/create", c.token, over); a.Code != 400 || !strings.Contains(a.Message, "longer than") {
+		t.Errorf("20,001 emoji: %d %.200s, want 400 for the description's length", a.Code, a.Raw)
+	}
+}
+
+// refusingStore is the real store while its database is full: every write
+// and the readiness check fail as the store reports it, store.ErrUnavailable.
+type refusingStore struct {
+	*store.Store
+	mu      sync.Mutex
+	refused error
+}
+
+func (f *refusingStore) refusal() error { f.mu.Lock(); defer f.mu.Unlock(); return f.refused }
+
+func (f *refusingStore) Ready(ctx context.Context) error {
+	if err := f.refusal(); err != nil {
+		return err
+	}
+	return f.Store.Ready(ctx)
+}
+
+func (f *refusingStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
+	if err := f.refusal(); err != nil {
+		return nil, false, fmt.Errorf("create ticket: %w", err)
+	}
+	return f.Store.CreateTicket(ctx, in)
+}
+
+func (f *refusingStore) AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error) {
+	if err := f.refusal(); err != nil {
+		return nil, false, fmt.Errorf("update ticket: %w", err)
+	}
+	return f.Store.AddResponse(ctx, id, scope, in)
+}
+
+// A full disk is an outage: writes answer 503 with the envelope and
+// Retry-After, never 500, /readyz says not ready while it lasts and ready
+// again after.
+func TestDiskFullIs503AndNotReady(t *testing.T) {
+	fs := &refusingStore{Store: storetest.Open(t)}
+	h := serveAPI(t, fs.Store, fs, api.Options{JWTSecret: secret})
+	c := h.user(api.RoleCustomer, "acme")
+	id := h.create(c, "before the disk filled")["_id"].(string)
+
+	fs.mu.Lock()
+	fs.refused = errors.Join(store.ErrUnavailable, errors.New("(InternalError) database or disk is full (13)"))
+	fs.mu.Unlock()
+	for name, a := range map[string]answer{
+		"create": h.call("POST", "/api/ticket/create", c.token, map[string]string{"subject": "s", "description": "d"}),
+		"reply":  h.call("POST", "/api/ticket/create-reply?id="+id, c.token, map[string]string{"description": "d"}),
+		"readyz": h.call("GET", "/readyz", "", nil),
+	} {
+		if a.Code != 503 || a.Header.Get("Retry-After") == "" || a.Success || a.Message == "" || strings.Contains(a.Raw, "disk") {
+			t.Errorf("%s while the disk is full: %d Retry-After=%q %s; want 503, Retry-After and a plain envelope", name, a.Code, a.Header.Get("Retry-After"), a.Raw)
+		}
+	}
+
+	fs.mu.Lock()
+	fs.refused = nil
+	fs.mu.Unlock()
+	if a := h.call("GET", "/readyz", "", nil); a.Code != 200 {
+		t.Errorf("readyz once writes go through: %d %s", a.Code, a.Raw)
+	}
+	if a := h.call("POST", "/api/ticket/create", c.token, map[string]string{"subject": "s", "description": "d"}); a.Code != 201 {
+		t.Errorf("create once writes go through: %d %s", a.Code, a.Raw)
+	}
 }

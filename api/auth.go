@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -52,11 +54,45 @@ func (p Principal) scope() store.Scope {
 	return store.TeamScope(p.Team)
 }
 
+// UnmarshalJSON refuses exp, nbf and iat given as anything but a JSON
+// number, as RFC 7519 wants a NumericDate: the jwt library reads
+// "exp":"9999999999" as a date.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for _, k := range []string{"exp", "nbf", "iat"} {
+		if v, ok := raw[k]; ok && !isJSONNumber(v) {
+			return fmt.Errorf("claim %s is %s, not a number", k, v)
+		}
+	}
+	type plain Claims // without this method
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+func isJSONNumber(v json.RawMessage) bool {
+	v = bytes.TrimSpace(v)
+	return len(v) > 0 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9')
+}
+
+// CheckTeam refuses a team a token may not name: a personal team is bound
+// to its customer's id and comes only from the token's subject.
+func CheckTeam(team string) error {
+	if store.ReservedTeam(team) {
+		return fmt.Errorf("team %q is reserved: personal teams come from the customer's own id (leave the team empty)", team)
+	}
+	return nil
+}
+
 // NewToken mints an HS256 token; `ticketd token` uses it with the daemon's
 // own secret.
 func NewToken(secret []byte, sub bson.ObjectID, role Role, team string, ttl time.Duration, now time.Time) (string, error) {
 	if role != RoleCustomer && role != RoleAdmin {
 		return "", fmt.Errorf("mint token: role %q is not customer or admin", role)
+	}
+	if err := CheckTeam(team); err != nil {
+		return "", fmt.Errorf("mint token: %w", err)
 	}
 	if ttl <= 0 {
 		return "", fmt.Errorf("mint token: ttl must be positive, got %s", ttl)
@@ -99,7 +135,7 @@ func (a *authenticator) principal(r *http.Request) (Principal, error) {
 		return Principal{}, errUnauthorized
 	}
 	id, err := bson.ObjectIDFromHex(c.Subject)
-	if err != nil || (c.Role != RoleCustomer && c.Role != RoleAdmin) {
+	if err != nil || (c.Role != RoleCustomer && c.Role != RoleAdmin) || CheckTeam(c.Team) != nil {
 		return Principal{}, errUnauthorized
 	}
 	p := Principal{ID: id, Role: c.Role, Team: c.Team}

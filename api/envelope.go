@@ -48,6 +48,11 @@ var (
 	errMediaType    = &apiError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
 )
 
+// retryAfterSeconds is the Retry-After of a 503: the store is down or
+// refuses writes (disk full), which takes an operator, or a failover,
+// seconds to minutes.
+const retryAfterSeconds = "30"
+
 // fail answers an error in the seed envelope. This is the one place that
 // maps errors to status codes; 5xx answers log the detail and say nothing
 // of it.
@@ -67,6 +72,7 @@ func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	case errors.Is(err, store.ErrUnavailable):
 		log.Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = &apiError{http.StatusServiceUnavailable, "Service unavailable, try again later"}
+		w.Header().Set("Retry-After", retryAfterSeconds)
 	default:
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = &apiError{http.StatusInternalServerError, "Internal server error"}

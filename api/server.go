@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,7 +25,8 @@ type Options struct {
 	// Categories a ticket may be filed under; the first is the default.
 	// Empty means DefaultCategories.
 	Categories []string
-	// MaxBodyBytes caps a request body; 0 means 64 KiB.
+	// MaxBodyBytes caps a request body; 0 means the largest valid request
+	// (see maxRequestBytes): 246,496 bytes with the default limits.
 	MaxBodyBytes int64
 	// MaxSubject and MaxDescription cap field lengths in characters;
 	// 0 means 200 and 20,000.
@@ -45,14 +47,14 @@ func (o *Options) defaults() {
 	if len(o.Categories) == 0 {
 		o.Categories = DefaultCategories
 	}
-	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 64 << 10
-	}
 	if o.MaxSubject <= 0 {
 		o.MaxSubject = 200
 	}
 	if o.MaxDescription <= 0 {
 		o.MaxDescription = 20000
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = maxRequestBytes(*o)
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 15 * time.Second
@@ -63,6 +65,28 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+}
+
+// The worst case of a request body, for the default body limit.
+const (
+	// maxEscapedRuneBytes: one character outside the Basic Multilingual
+	// Plane written as two \uXXXX escapes, as some JSON encoders do (raw
+	// UTF-8 takes at most 4).
+	maxEscapedRuneBytes = 12
+	// maxRequestOverhead: keys, quotes, priority, booleans and whitespace.
+	maxRequestOverhead = 4 << 10
+)
+
+// maxRequestBytes is the size of the largest valid request, a create with
+// the longest subject, description and category, every character escaped:
+// a body limit below it would answer 413 to a valid request (20,000 emoji
+// are 80,000 bytes of UTF-8, 240,000 escaped).
+func maxRequestBytes(o Options) int64 {
+	longest := 0
+	for _, c := range o.Categories {
+		longest = max(longest, utf8.RuneCountInString(c))
+	}
+	return int64(o.MaxSubject+o.MaxDescription+longest)*maxEscapedRuneBytes + maxRequestOverhead
 }
 
 // Server is the HTTP API.
@@ -277,7 +301,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	if err := s.store.Ping(r.Context()); err != nil {
+	if err := s.store.Ready(r.Context()); err != nil {
 		return err
 	}
 	ok(w, http.StatusOK, "ready", nil)

@@ -20,7 +20,9 @@ import (
 
 // Store is what the API needs of the ticket store; *store.Store has it.
 type Store interface {
-	Ping(ctx context.Context) error
+	// Ready fails (with store.ErrUnavailable) while the database cannot be
+	// reached or refuses writes.
+	Ready(ctx context.Context) error
 	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
 	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
 	UpdateTicket(ctx context.Context, id bson.ObjectID, scope store.Scope, u store.TicketUpdate, by store.Actor) (*store.Ticket, error)
@@ -81,13 +83,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 		Subject: strings.TrimSpace(req.Subject), Description: req.Description,
 		Priority: pr, Source: store.SourceAPI,
 	}
-	// A client that retries a create with the same Idempotency-Key gets the
-	// first ticket back instead of a second one.
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		if len(key) > 200 {
-			return badRequest("Idempotency-Key is longer than 200 characters")
-		}
-		in.SourceKey = "api:" + p.ID.Hex() + ":" + key
+	if in.SourceKey, err = sourceKey(r, p); err != nil {
+		return err
 	}
 	t, _, err := s.store.CreateTicket(r.Context(), in)
 	if err != nil {
@@ -131,6 +128,20 @@ func (s *Server) fetchOne(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// sourceKey is the store's idempotency key for the request's
+// Idempotency-Key header, "" without one: a client that retries a create or
+// a reply with the same key gets the first result back instead of a second.
+func sourceKey(r *http.Request, p Principal) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return "", nil
+	}
+	if len(key) > 200 {
+		return "", badRequest("Idempotency-Key is longer than 200 characters")
+	}
+	return "api:" + p.ID.Hex() + ":" + key, nil
+}
+
 type replyRequest struct {
 	Description string `json:"description"`
 	// Internal (agents only) makes the reply a note the customer never sees.
@@ -153,8 +164,8 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("only agents can write internal notes")
 	}
 	in := store.NewResponse{Author: p.actor(), Description: req.Description, Source: store.SourceAPI, Internal: req.Internal}
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		in.SourceKey = "api:" + p.ID.Hex() + ":" + key
+	if in.SourceKey, err = sourceKey(r, p); err != nil {
+		return err
 	}
 	t, _, err := s.store.AddResponse(r.Context(), id, p.scope(), in)
 	if err != nil {

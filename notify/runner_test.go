@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ticketd/ticketd/internal/fakeclock"
+	"github.com/ticketd/ticketd/internal/testwait"
 	"github.com/ticketd/ticketd/notify"
 	"github.com/ticketd/ticketd/store"
 	"github.com/ticketd/ticketd/store/storetest"
@@ -295,7 +296,7 @@ func TestShutdownNeverDeadLetters(t *testing.T) {
 		t.Fatal("the send was aborted at once, without grace")
 	default:
 	}
-	waitFor(t, "the grace timer", func() bool {
+	testwait.For(t, "the grace timer", func() bool {
 		w.clock.Advance(o.ShutdownGrace)
 		return c.ctx.Err() != nil
 	})
@@ -386,7 +387,7 @@ func TestRetryAfterPausesTheSink(t *testing.T) {
 	if !got[c.d.ID] || len(got) != 3 {
 		t.Errorf("after the pause delivered %v", got)
 	}
-	waitFor(t, "the stats", func() bool { return x.r.Stats().Sent == 3 })
+	testwait.For(t, "the stats", func() bool { return x.r.Stats().Sent == 3 })
 	if s := x.r.Stats(); s.Dead != 0 || s.Retried != 1 {
 		t.Errorf("stats %+v (a 429 must not use up the single attempt)", s)
 	}
@@ -424,7 +425,7 @@ func TestRacingRunnersDeliverEachOnceInOrder(t *testing.T) {
 		tickets[i] = tk
 		w.relay(tk.ID)
 	}
-	waitFor(t, "every delivery", func() bool {
+	testwait.For(t, "every delivery", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seen) == 3*n
@@ -456,7 +457,7 @@ func TestPanicIsAFailedAttempt(t *testing.T) {
 	x := w.start(w.options(), adapterFunc(func(context.Context, *store.Delivery) error { panic("boom") }))
 	w.ticket()
 	w.asleep()
-	waitFor(t, "the retry", func() bool { return x.r.Stats().Retried == 1 })
+	testwait.For(t, "the retry", func() bool { return x.r.Stats().Retried == 1 })
 	ds, _ := w.st.Deliveries(w.ctx, store.DeliveryPending, 10)
 	if len(ds) != 1 || !strings.Contains(ds[0].LastError, "panic while delivering: boom") {
 		t.Errorf("after a panic: %+v", ds)
@@ -481,16 +482,3 @@ func TestOptionsAreValidated(t *testing.T) {
 type adapterFunc func(ctx context.Context, d *store.Delivery) error
 
 func (f adapterFunc) Deliver(ctx context.Context, d *store.Delivery) error { return f(ctx, d) }
-
-// waitFor polls cond until it holds (a condition with a deadline, not a
-// timing).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

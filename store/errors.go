@@ -11,6 +11,7 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: a value the schema does not allow.
 	ErrInvalid = errors.New("invalid")
-	// ErrUnavailable: the database could not be reached.
+	// ErrUnavailable: the database could not be reached, or refuses to
+	// write for now (disk full, read-only, over quota); retry later.
 	ErrUnavailable = errors.New("store unavailable")
 )

@@ -30,6 +30,10 @@ type OpenOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// sqlitePragmas are added to the embedded server's SQLite connections;
+	// tests set max_page_count to make the database full.
+	sqlitePragmas []string
 }
 
 // Open connects to the configured MongoDB, or starts the embedded
@@ -46,14 +50,16 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 	var stopEmbedded func(context.Context) error
 	if uri == "" {
 		var err error
-		uri, stopEmbedded, err = startEmbedded(ctx, o.DataDir, o.Logger)
+		uri, stopEmbedded, err = startEmbedded(ctx, o.DataDir, o.Logger, o.sqlitePragmas...)
 		if err != nil {
 			return nil, err
 		}
 	}
+	writes := newWriteHealth(o.Now)
 	client, err := mongo.Connect(options.Client().ApplyURI(uri).
 		SetServerSelectionTimeout(5 * time.Second).
-		SetTimeout(30 * time.Second))
+		SetTimeout(30 * time.Second).
+		SetMonitor(writes.monitor()))
 	if err != nil {
 		if stopEmbedded != nil {
 			_ = stopEmbedded(ctx)
@@ -72,6 +78,7 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 		Logger:     o.Logger,
 		Now:        o.Now,
 		Serialized: stopEmbedded != nil,
+		writes:     writes,
 	})
 	if err == nil && stopEmbedded != nil {
 		err = fixEmbeddedIDIndexes(ctx, filepath.Join(o.DataDir, o.Database+".sqlite"))
@@ -91,7 +98,7 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 
 // startEmbedded runs FerretDB with its SQLite backend on a loopback port
 // chosen by the kernel, and returns its URI and a function that stops it.
-func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (string, func(context.Context) error, error) {
+func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger, pragmas ...string) (string, func(context.Context) error, error) {
 	if dataDir == "" {
 		return "", nil, fmt.Errorf("start embedded store: %w: empty data directory", ErrInvalid)
 	}
@@ -102,10 +109,14 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (strin
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return "", nil, fmt.Errorf("start embedded store: create data directory: %w", err)
 	}
+	sqliteURL := "file:" + abs + "/"
+	if len(pragmas) > 0 {
+		sqliteURL += "?" + url.Values{"_pragma": pragmas}.Encode()
+	}
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		SQLiteURL: sqliteURL,
 		// FerretDB logs every connection at info and dumps each command it does not
 		// implement (the driver's endSessions on every disconnect) at warn.
 		Logger: slog.New(levelFloor{h: log.Handler(), min: slog.LevelError}).With("component", "embedded-db"),

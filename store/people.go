@@ -43,9 +43,18 @@ func (s *Store) bindKey(ctx context.Context, key string, ref bson.ObjectID) (bso
 	return ref, nil
 }
 
+// personalPrefix starts the id of every personal team.
+const personalPrefix = "personal:"
+
 // PersonalTeam is the team of a customer who belongs to none: the customer
 // alone.
-func PersonalTeam(customer bson.ObjectID) string { return "personal:" + customer.Hex() }
+func PersonalTeam(customer bson.ObjectID) string { return personalPrefix + customer.Hex() }
+
+// ReservedTeam says whether team is a personal team's id. Only the store
+// assigns those; a team named from outside (a token, a flag, the
+// configuration) must never be one, or it opens a customer's personal
+// tickets to whoever holds it.
+func ReservedTeam(team string) bool { return strings.HasPrefix(team, personalPrefix) }
 
 func normEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
 
@@ -55,6 +64,9 @@ func (s *Store) FindOrCreateCustomer(ctx context.Context, email, name, team stri
 	email = normEmail(email)
 	if email == "" {
 		return nil, false, fmt.Errorf("find customer: %w: empty address", ErrInvalid)
+	}
+	if ReservedTeam(team) {
+		return nil, false, fmt.Errorf("find customer %s: %w: team %q is a personal team", email, ErrInvalid, team)
 	}
 	if c, err := s.CustomerByEmail(ctx, email); !errors.Is(err, ErrNotFound) {
 		return c, false, err

@@ -42,6 +42,10 @@ type Options struct {
 	// answer from an index. Otherwise updates also compare __v, so that two
 	// daemons sharing a MongoDB never overwrite each other.
 	Serialized bool
+
+	// writes, set by Open, learns from the client's command monitor whether
+	// the database refuses writes; nil means Ready checks the ping only.
+	writes *writeHealth
 }
 
 // Store is the ticket store. Its methods are safe for concurrent use.
@@ -75,6 +79,8 @@ type Store struct {
 	readyMu sync.Mutex
 	ready   map[string]chan struct{} // per sink: deliveries were queued
 
+	writes *writeHealth // see Ready
+
 	daemonID string // this process, in the daemons collection
 	sinksMu  sync.Mutex
 	sinks    []string // the deployment's sinks; nil until JoinDeployment
@@ -99,6 +105,7 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 		keys:      db.Collection(colKeys),
 		outbox:    db.Collection(colOutbox),
 		pending:   make(chan bson.ObjectID, 4096),
+		writes:    opts.writes,
 		daemonID:  bson.NewObjectID().Hex(),
 	}
 	if s.log == nil {
@@ -110,6 +117,9 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.writes == nil {
+		s.writes = newWriteHealth(s.now)
 	}
 	if err := s.ensureIndexes(ctx); err != nil {
 		return nil, err
@@ -245,14 +255,16 @@ func (s *Store) Database() *mongo.Database { return s.db }
 
 func (s *Store) nowUTC() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
 
-// classify marks errors that mean the database is unreachable, so the API
-// can answer 503 rather than 500.
+// classify marks errors that mean the database is unreachable or refuses
+// to write (disk full, read-only: see writeRefused), so the API can answer
+// 503 rather than 500 and the mail source retries the message rather than
+// hold it against the mail.
 func classify(err error) error {
 	if err == nil {
 		return nil
 	}
 	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, mongo.ErrClientDisconnected) ||
-		errors.Is(err, context.DeadlineExceeded) {
+		errors.Is(err, context.DeadlineExceeded) || writeRefused(err) {
 		return errors.Join(ErrUnavailable, err)
 	}
 	// Server selection failures are the driver's way of saying "no server".

@@ -457,6 +457,10 @@ func TestCustomersAndAgents(t *testing.T) {
 	if err != nil || created || again.ID != c.ID {
 		t.Errorf("second lookup: %+v %v %v", again, created, err)
 	}
+	// Only the store assigns personal teams: joining Ann's from outside is refused.
+	if x, _, err := s.FindOrCreateCustomer(ctx, "eve@example.com", "", c.TeamID); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("customer created in another's personal team: %+v %v", x, err)
+	}
 	a, err := s.FindOrCreateAgent(ctx, "bob@support.test", "Bob", "U123")
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ type Config struct {
 	Outbox  OutboxConfig  `yaml:"outbox"`
 	Log     LogConfig     `yaml:"log"`
 	Email   EmailConfig   `yaml:"email"`
+	Slack   SlackConfig   `yaml:"slack"`
 }
 
 // StoreConfig says where tickets live.
@@ -92,13 +93,14 @@ func defaultConfig() Config {
 		DataDir: "./data",
 		Store:   StoreConfig{Database: "ticketd"},
 		HTTP: HTTPConfig{
-			Listen: "127.0.0.1:8000", MaxBodyBytes: 64 << 10,
+			Listen:         "127.0.0.1:8000",
 			RequestTimeout: 15 * time.Second, ShutdownTimeout: 20 * time.Second,
 		},
 		Auth:    AuthConfig{TokenTTL: 24 * time.Hour},
 		Tickets: TicketsConfig{Categories: []string{"Support", "Billing", "Technical", "Account", "Other"}, MaxSubject: 200, MaxDescription: 20000},
 		Outbox:  OutboxConfig{SweepInterval: time.Minute},
 		Log:     LogConfig{Level: "info", Format: "text"},
+		Slack:   defaultSlackConfig(),
 	}
 }
 
@@ -143,6 +145,9 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	if v != "" {
 		cfg.Auth.JWTSecret = v
 	}
+	if err := applySlackEnv(&cfg.Slack, getenv); err != nil {
+		return err
+	}
 	return applyEmailEnv(&cfg.Email, getenv)
 }
 
@@ -177,8 +182,8 @@ func (c *Config) validate() error {
 	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil || port == "" {
 		bad("http.listen", "must be host:port, got %q", c.HTTP.Listen)
 	}
-	if c.HTTP.MaxBodyBytes < 1024 || c.HTTP.MaxBodyBytes > 64<<20 {
-		bad("http.maxBodyBytes", "must be from 1024 to 67108864, got %d", c.HTTP.MaxBodyBytes)
+	if c.HTTP.MaxBodyBytes != 0 && (c.HTTP.MaxBodyBytes < 1024 || c.HTTP.MaxBodyBytes > 64<<20) {
+		bad("http.maxBodyBytes", "must be 0 (derived from the ticket limits) or from 1024 to 67108864, got %d", c.HTTP.MaxBodyBytes)
 	}
 	positive := map[string]time.Duration{
 		"http.requestTimeout": c.HTTP.RequestTimeout, "http.shutdownTimeout": c.HTTP.ShutdownTimeout,
@@ -222,6 +227,7 @@ func (c *Config) validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
+	c.Slack.validate(bad, c.Tickets.Categories)
 	return errors.Join(errs...)
 }
 

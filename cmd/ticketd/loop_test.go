@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/ticketd/ticketd/internal/testwait"
 	"github.com/ticketd/ticketd/notify/email/smtptest"
 )
 
@@ -51,18 +52,6 @@ func deliver(t *testing.T, user *imapmemserver.User, raw string) {
 	raw = strings.ReplaceAll(strings.TrimLeft(raw, "\n"), "\n", "\r\n")
 	if _, err := user.Append("INBOX", strings.NewReader(raw), &imap.AppendOptions{}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -146,7 +135,7 @@ Content-Type: text/plain; charset=utf-8
 The printer on the second floor is on fire.
 `)
 	var ticket map[string]any
-	eventually(t, "the ticket", func() bool {
+	testwait.For(t, "the ticket", func() bool {
 		ts := adm.tickets()
 		if len(ts) == 1 {
 			ticket = ts[0].(map[string]any)
@@ -202,7 +191,7 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 > We are on it. Please step away from the printer.
 `, replyTo, ticket["refId"], replyID))
 	var responses []any
-	eventually(t, "the customer's reply on the ticket", func() bool {
+	testwait.For(t, "the customer's reply on the ticket", func() bool {
 		tk := adm.do("GET", "/api/ticket/admin-fetch-one?id="+id, "")["data"].(map[string]any)
 		responses = tk["response"].([]any)
 		return len(responses) == 2
@@ -222,20 +211,23 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 		status.Header("In-Reply-To") != "<m2@customer.test>" {
 		t.Errorf("status notice: Auto-Submitted %q, In-Reply-To %q", status.Header("Auto-Submitted"), status.Header("In-Reply-To"))
 	}
-	// Nothing more is on its way once the queue is empty: every delivery
-	// was sent or skipped.
-	eventually(t, "an empty delivery queue", func() bool {
-		m := metricsText(t, base)
-		return strings.Contains(m, `ticketd_outbox_deliveries{state="pending"} 0`) &&
-			strings.Contains(m, `ticketd_outbox_deliveries{state="waiting"} 0`) &&
-			strings.Contains(m, `ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`)
+	// Five deliveries were queued (ack, reply, the reply's delivery
+	// outcome, the customer's reply, status). Once all are done, the
+	// customer's own reply must have been completed without a mail, not
+	// echoed back to her; the outcome is for the other sinks.
+	var metrics string
+	testwait.For(t, "the five deliveries done", func() bool {
+		metrics = string(scrape(t, base))
+		has := func(s string) bool { return strings.Contains(metrics, s) }
+		return has(`ticketd_email_outbound_deliveries_total{outcome="sent"} 4`) ||
+			has(`ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`) &&
+				has(`ticketd_outbox_deliveries{state="pending"} 0`) && has(`ticketd_outbox_deliveries{state="waiting"} 0`)
 	})
 	if n := len(smtp.Messages()); n != 3 {
 		t.Errorf("%d mails sent, want 3 (ack, reply, status): the customer's own reply must not be echoed", n)
 	}
 
 	// 5. The bridge's counters and the queue are on /metrics.
-	metrics := metricsText(t, base)
 	for _, want := range []string{
 		`ticketd_email_inbound_messages_total{outcome="tickets"} 1`,
 		`ticketd_email_inbound_messages_total{outcome="responses"} 1`,
@@ -244,6 +236,8 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 		// The customer's own reply, and the announcement that the agent's
 		// reply was delivered (for the other sinks).
 		`ticketd_email_outbound_deliveries_total{outcome="skipped"} 2`,
+		`ticketd_outbox_deliveries{state="pending"} 0`,
+		`ticketd_outbox_deliveries{state="waiting"} 0`,
 		`ticketd_outbox_deliveries{state="dead"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
@@ -252,13 +246,17 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 	}
 }
 
-func metricsText(t *testing.T, base string) string {
+// scrape returns the daemon's /metrics page.
+func scrape(t *testing.T, base string) []byte {
 	t.Helper()
 	res, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return string(b)
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

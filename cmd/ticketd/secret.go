@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -30,8 +31,15 @@ func jwtSecret(cfg Config) ([]byte, error) {
 			return nil, fmt.Errorf("%s is readable by others (mode %v): run chmod 600 %s", path, info.Mode().Perm(), path)
 		}
 		s := strings.TrimSpace(string(raw))
+		// A damaged file is refused, never repaired: generating a new
+		// secret in its place would silently invalidate every token, and
+		// a zero-filled file (what some file systems leave after a crash)
+		// would otherwise be a secret anyone can guess.
 		if len(s) < 32 {
 			return nil, fmt.Errorf("%s holds a secret shorter than 32 characters: delete it to generate a new one (all tokens become invalid)", path)
+		}
+		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
+			return nil, fmt.Errorf("%s is damaged (it holds control characters or spaces): delete it to generate a new one (all tokens become invalid)", path)
 		}
 		return []byte(s), nil
 	case errors.Is(err, fs.ErrNotExist):
@@ -46,7 +54,7 @@ func jwtSecret(cfg Config) ([]byte, error) {
 		// Written whole to a temporary file, synced, then linked into
 		// place: the secret never exists half-written, and of two first
 		// runs at once only one link succeeds.
-		if err := writeNew(path, []byte(s+"\n")); errors.Is(err, fs.ErrExist) {
+		if err := writeNew(path, []byte(s+"\n"), createTemp); errors.Is(err, fs.ErrExist) {
 			return jwtSecret(cfg)
 		} else if err != nil {
 			return nil, err
@@ -57,15 +65,29 @@ func jwtSecret(cfg Config) ([]byte, error) {
 	}
 }
 
+// tempFile is what writeNew needs of the temporary file; tests inject one
+// whose write or sync fails.
+type tempFile interface {
+	io.Writer
+	Sync() error
+	Close() error
+	Name() string
+}
+
+func createTemp(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }
+
 // writeNew creates path with data and mode 0600, atomically; fs.ErrExist
-// when path exists.
-func writeNew(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".jwt-secret-*")
+// when path exists. Nothing is linked into place unless every byte was
+// written and synced: a short file would stop the next start.
+func writeNew(path string, data []byte, create func(dir, pattern string) (tempFile, error)) error {
+	dir := filepath.Dir(path)
+	tmp, err := create(dir, ".jwt-secret-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err == nil {
+	_, err = tmp.Write(data)
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -80,5 +102,22 @@ func writeNew(path string, data []byte) error {
 		}
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// The new name must survive a crash too, or the next start generates
+	// another secret and every minted token stops verifying.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

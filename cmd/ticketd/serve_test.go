@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // testLog shows the daemon's log lines with the test's output, on failure.
@@ -129,6 +131,10 @@ func TestSubcommandsAndHelp(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"token", "-role", "root", "-config", writeFile(t, "dataDir: "+t.TempDir()+"\n")}, &out, &errb, noEnv); err == nil {
 		t.Error("token with a bad role accepted")
+	}
+	personal := []string{"token", "-role", "customer", "-team", "personal:" + bson.NewObjectID().Hex(), "-config", writeFile(t, "dataDir: "+t.TempDir()+"\n")}
+	if err := run(context.Background(), personal, &out, &errb, noEnv); err == nil || !strings.Contains(err.Error(), "-team") {
+		t.Errorf("token for another customer's personal team: %v, want a refusal of -team", err)
 	}
 	if err := run(context.Background(), []string{"serve", "-config", bad}, &out, &errb, noEnv); err == nil {
 		t.Error("serve started on an invalid config")

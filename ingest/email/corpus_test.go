@@ -126,6 +126,10 @@ var corpus = []corpusCase{
 	{file: "from_broken.eml", subject: "Broken from", fromName: "Müller, Hans", fromAddr: "hans@example.de", text: "Hallo.",
 		warn: "malformed From"},
 	{file: "no_from.eml", wantErr: true},
+	// A stranger listing another team's Message-IDs (TestHeaderThreadingOnlyWithinTeam
+	// delivers it: he gets a ticket of his own).
+	{file: "hostile_cross_team_references.eml", subject: "Re: a question about my order", fromName: "Mallory", fromAddr: "mallory@evil.test",
+		messageID: "<hostile-cross-team-1@evil.test>", textHas: []string{"Hello, please tell me what this ticket is about."}},
 
 	// Broken MIME: recovered with warnings.
 	{file: "broken_no_boundary.eml", subject: "No boundary", fromAddr: "vera@example.com",

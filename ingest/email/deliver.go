@@ -278,49 +278,39 @@ func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Resul
 
 var subjectTag = regexp.MustCompile(`\[#(\d{1,18})\]`)
 
+// Bounds on the lookups one message may cause while threading, so the work
+// per message is a constant whatever its headers hold (a References header
+// of 35,000 ids once stalled the mailbox for 14 s).
+const (
+	// maxThreadIDs is how many distinct Message-IDs of In-Reply-To and
+	// References are looked up: In-Reply-To first, then References, newest
+	// first. Real clients put the parent within the last few.
+	maxThreadIDs = 20
+	// maxReplyTokens is how many verified reply tokens are looked up.
+	maxReplyTokens = 4
+	// maxSubjectTags is how many [#ref] subject tags are looked up.
+	maxSubjectTags = 4
+)
+
 // thread finds the ticket a message answers: (a) a verified reply token in
 // a recipient address, (b) a Message-ID in In-Reply-To/References, newest
-// first, (c) a [#ref] subject tag, only within the sender's team.
+// first, (c) a [#ref] subject tag. A token is proof: only ticketd can sign
+// one. Message-IDs and tags are whatever the sender wrote (our own outgoing
+// ids are unguessable, but a CC'd outsider sees them), so (b) and (c) only
+// find tickets of the sender's team; anything else opens the sender's own.
 func (d *deliverer) thread(ctx context.Context, msg *Message, senderTeam string, log *slog.Logger) (bson.ObjectID, string, error) {
-	if s := d.o.ReplySigner; s != nil {
-		addrs := make([]string, 0, len(msg.To)+len(msg.Cc)+len(msg.DeliveredTo))
-		for _, a := range msg.To {
-			addrs = append(addrs, a.Address)
-		}
-		for _, a := range msg.Cc {
-			addrs = append(addrs, a.Address)
-		}
-		addrs = append(addrs, msg.DeliveredTo...)
-		for _, a := range addrs {
-			id, found, err := s.FromAddress(d.o.ReplyBaseAddress, a)
-			if !found {
-				continue
-			}
-			if err != nil {
-				log.Warn("reply address carries a token that does not verify (forged or from another installation); ignoring it", "address", a)
-				continue
-			}
-			if ok, err := d.exists(ctx, id); err != nil || ok {
-				return id, "token", err
-			}
-			log.Info("reply token names a ticket that no longer exists", "ticket", id.Hex())
-		}
+	if id, err := d.threadByToken(ctx, msg, log); err != nil || !id.IsZero() {
+		return id, "token", err
 	}
+	if senderTeam == "" {
+		if len(msg.InReplyTo)+len(msg.References) > 0 || subjectTag.MatchString(msg.Subject) {
+			log.Info("thread headers or subject tag from a sender of no known team; opening a new ticket")
+		}
+		return bson.NilObjectID, "", nil
+	}
+	scope := store.TeamScope(senderTeam)
 
-	var ids []string
-	for i := len(msg.InReplyTo) - 1; i >= 0; i-- {
-		ids = append(ids, msg.InReplyTo[i])
-	}
-	for i := len(msg.References) - 1; i >= 0; i-- {
-		ids = append(ids, msg.References[i])
-	}
-	seen := map[string]bool{}
-	for _, raw := range ids {
-		n := store.NormalizeMessageID(raw)
-		if n == "" || seen[n] {
-			continue
-		}
-		seen[n] = true
+	for _, n := range threadIDs(msg) {
 		id, err := d.w.TicketIDByMessageID(ctx, n)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
@@ -328,21 +318,23 @@ func (d *deliverer) thread(ctx context.Context, msg *Message, senderTeam string,
 		if err != nil {
 			return bson.NilObjectID, "", fmt.Errorf("look up message id %s: %w", n, err)
 		}
-		if ok, err := d.exists(ctx, id); err != nil || ok {
-			return id, "message-id", err
+		_, err = d.w.Ticket(ctx, id, scope)
+		if errors.Is(err, store.ErrNotFound) {
+			log.Info("a thread header names no ticket of the sender's team (gone, or another team's); not attaching to it", "messageId", n)
+			continue
 		}
+		if err != nil {
+			return bson.NilObjectID, "", fmt.Errorf("load ticket %s: %w", id.Hex(), err)
+		}
+		return id, "message-id", nil
 	}
 
-	for _, m := range subjectTag.FindAllStringSubmatch(msg.Subject, -1) {
+	for _, m := range subjectTag.FindAllStringSubmatch(msg.Subject, maxSubjectTags) {
 		ref, err := strconv.ParseInt(m[1], 10, 64)
 		if err != nil {
 			continue
 		}
-		if senderTeam == "" {
-			log.Info("subject tag from a sender of no known team; opening a new ticket", "ref", ref)
-			continue
-		}
-		t, err := d.w.TicketByRef(ctx, ref, store.TeamScope(senderTeam))
+		t, err := d.w.TicketByRef(ctx, ref, scope)
 		if errors.Is(err, store.ErrNotFound) {
 			log.Info("subject tag names no ticket of the sender's team; opening a new ticket", "ref", ref)
 			continue
@@ -353,6 +345,65 @@ func (d *deliverer) thread(ctx context.Context, msg *Message, senderTeam string,
 		return t.ID, "subject-tag", nil
 	}
 	return bson.NilObjectID, "", nil
+}
+
+// threadByToken returns the ticket named by a verified reply token in a
+// recipient address, or the zero id.
+func (d *deliverer) threadByToken(ctx context.Context, msg *Message, log *slog.Logger) (bson.ObjectID, error) {
+	s := d.o.ReplySigner
+	if s == nil {
+		return bson.NilObjectID, nil
+	}
+	addrs := make([]string, 0, len(msg.To)+len(msg.Cc)+len(msg.DeliveredTo))
+	for _, a := range msg.To {
+		addrs = append(addrs, a.Address)
+	}
+	for _, a := range msg.Cc {
+		addrs = append(addrs, a.Address)
+	}
+	addrs = append(addrs, msg.DeliveredTo...)
+	checked := map[bson.ObjectID]bool{}
+	warned := false
+	for _, a := range addrs {
+		id, found, err := s.FromAddress(d.o.ReplyBaseAddress, a)
+		if !found || checked[id] {
+			continue
+		}
+		if err != nil {
+			if !warned { // once: a mail may list thousands
+				warned = true
+				log.Warn("reply address carries a token that does not verify (forged or from another installation); ignoring it", "address", a)
+			}
+			continue
+		}
+		if len(checked) == maxReplyTokens {
+			break
+		}
+		checked[id] = true
+		if ok, err := d.exists(ctx, id); err != nil || ok {
+			return id, err
+		}
+		log.Info("reply token names a ticket that no longer exists", "ticket", id.Hex())
+	}
+	return bson.NilObjectID, nil
+}
+
+// threadIDs lists the normalized Message-IDs threading looks up: those of
+// In-Reply-To, then References, newest first, without repeats, at most
+// maxThreadIDs.
+func threadIDs(msg *Message) []string {
+	out := make([]string, 0, maxThreadIDs)
+	seen := make(map[string]bool, maxThreadIDs)
+	for _, list := range [][]string{msg.InReplyTo, msg.References} {
+		for i := len(list) - 1; i >= 0 && len(out) < maxThreadIDs; i-- {
+			n := store.NormalizeMessageID(list[i])
+			if n != "" && !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 func (d *deliverer) exists(ctx context.Context, id bson.ObjectID) (bool, error) {

@@ -3,11 +3,15 @@ package email
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/ticketd/ticketd/internal/replytoken"
 	"github.com/ticketd/ticketd/store"
@@ -314,4 +318,186 @@ func TestSenderPolicy(t *testing.T) {
 	if r := responses(t, st, tk); len(r) != 0 {
 		t.Errorf("a denied domain replied: %d responses", len(r))
 	}
+}
+
+// deliverOnly returns a Source that is never run: mail goes in through
+// Deliver, with no IMAP server.
+func deliverOnly(t testing.TB, st Store, domainTeams map[string]string) *Source {
+	t.Helper()
+	src, err := New(st, Options{
+		Accounts:         []Account{{Host: "127.0.0.1", TLS: TLSPlain, Username: testUser, Password: testPassword}},
+		ReplyBaseAddress: testBase,
+		ReplySigner:      replytoken.New(testSecret),
+		OwnAddresses:     []string{testBase},
+		DomainTeams:      domainTeams,
+		Logger:           testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func deliverMail(t testing.TB, src *Source, raw []byte) Result {
+	t.Helper()
+	res, err := src.Deliver(context.Background(), "test", raw)
+	if err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	return res
+}
+
+// In-Reply-To and References are written by the sender: they attach a mail
+// only to a ticket of the sender's team. A stranger who lists another
+// team's Message-IDs (guessed, or seen as a CC'd outsider) gets a ticket of
+// his own, like a stranger using another team's [#ref] tag.
+func TestHeaderThreadingOnlyWithinTeam(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	src := deliverOnly(t, st, map[string]string{"acme.test": "acme", "other.test": "other"})
+
+	first := deliverMail(t, src, testMail{from: "Alice <alice@acme.test>", subject: "Invoices for March", msgID: "<victim-original@acme.test>"}.bytes())
+	victim := loadTicket(t, st, first.TicketID)
+	if victim.TeamID != "acme" {
+		t.Fatalf("team = %q, want acme", victim.TeamID)
+	}
+	// Two acknowledgements ticketd sent on it (the ids the corpus mail lists).
+	for _, id := range []string{"<ticketd.65f1a2b3c4d5e6f708192a3b@example.com>", "<ticketd.65f1a2b3c4d5e6f708192a3c@example.com>"} {
+		if err := st.AddMessageID(ctx, victim.ID, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	untouched := func(t *testing.T) {
+		t.Helper()
+		now := loadTicket(t, st, victim.ID)
+		if len(now.Response) != 0 || now.V != victim.V {
+			t.Fatalf("the victim ticket changed: %d responses, __v %d -> %d", len(now.Response), victim.V, now.V)
+		}
+	}
+	ownTicket := func(t *testing.T, res Result, wantTeam string) {
+		t.Helper()
+		if res.Kind != KindTicket || res.TicketID == victim.ID {
+			t.Fatalf("result = %+v, want a new ticket", res)
+		}
+		if tk := loadTicket(t, st, res.TicketID); tk.TeamID == "acme" || (wantTeam != "" && tk.TeamID != wantTeam) {
+			t.Errorf("the new ticket's team = %q, want %q", tk.TeamID, wantTeam)
+		}
+	}
+
+	var mallory Result
+	t.Run("stranger of no team, ids in In-Reply-To and References", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join("testdata", "hostile_cross_team_references.eml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mallory = deliverMail(t, src, raw)
+		ownTicket(t, mallory, "")
+		untouched(t)
+	})
+	t.Run("known stranger: his own ticket's id threads, the victim's is passed over", func(t *testing.T) {
+		res := deliverMail(t, src, testMail{from: "Mallory <mallory@evil.test>", subject: "Re: a question about my order",
+			headers: []string{"In-Reply-To: <victim-original@acme.test>", "References: <hostile-cross-team-1@evil.test> <ticketd.65f1a2b3c4d5e6f708192a3c@example.com>"},
+			body:    "Second try.\r\n"}.bytes())
+		if res.Kind != KindResponse || res.TicketID != mallory.TicketID || res.ThreadedBy != "message-id" {
+			t.Errorf("result = %+v, want a response on his own ticket %s", res, mallory.TicketID.Hex())
+		}
+		untouched(t)
+	})
+	t.Run("customer of another team", func(t *testing.T) {
+		res := deliverMail(t, src, testMail{from: "Eve <eve@other.test>", subject: "Re: Invoices for March",
+			headers: []string{"In-Reply-To: <victim-original@acme.test>"}}.bytes())
+		ownTicket(t, res, "other")
+		untouched(t)
+	})
+	t.Run("same team threads", func(t *testing.T) {
+		res := deliverMail(t, src, testMail{from: "Bob <bob@acme.test>", subject: "Re: Invoices for March",
+			headers: []string{"In-Reply-To: <ticketd.65f1a2b3c4d5e6f708192a3c@example.com>"}, body: "Bob here.\r\n"}.bytes())
+		if res.Kind != KindResponse || res.TicketID != victim.ID || res.ThreadedBy != "message-id" {
+			t.Errorf("result = %+v, want a response on the acme ticket", res)
+		}
+	})
+
+	// A customer of no team has a personal one: the ticket is hers alone.
+	carol := deliverMail(t, src, testMail{subject: "My own problem", msgID: "<carol-1@customer.test>"}.bytes())
+	t.Run("outsider CC'd on a personal ticket", func(t *testing.T) {
+		res := deliverMail(t, src, testMail{from: "Dave <dave@customer.test>", subject: "Re: My own problem",
+			headers: []string{"In-Reply-To: <carol-1@customer.test>"}}.bytes())
+		ownTicket(t, res, "")
+		if r := loadTicket(t, st, carol.TicketID).Response; len(r) != 0 {
+			t.Errorf("Dave's mail landed on Carol's ticket")
+		}
+	})
+	t.Run("the customer herself threads", func(t *testing.T) {
+		res := deliverMail(t, src, testMail{subject: "Re: My own problem", headers: []string{"In-Reply-To: <carol-1@customer.test>"}}.bytes())
+		if res.Kind != KindResponse || res.TicketID != carol.TicketID {
+			t.Errorf("result = %+v, want a response on Carol's ticket", res)
+		}
+	})
+	t.Run("outsider answering the ticket's reply address", func(t *testing.T) {
+		// As the README says: the signed address is proof, whoever holds it.
+		res := deliverMail(t, src, testMail{from: "Dave <dave@customer.test>", to: "carol@customer.test",
+			subject: "Re: My own problem", headers: []string{"Cc: " + replytoken.New(testSecret).Address(testBase, carol.TicketID)}}.bytes())
+		if res.Kind != KindResponse || res.TicketID != carol.TicketID || res.ThreadedBy != "token" {
+			t.Errorf("result = %+v, want a response on Carol's ticket by token", res)
+		}
+	})
+}
+
+// lookupCounter counts the store lookups threading makes.
+type lookupCounter struct {
+	*store.Store
+	n atomic.Int64
+}
+
+func (c *lookupCounter) TicketIDByMessageID(ctx context.Context, id string) (bson.ObjectID, error) {
+	c.n.Add(1)
+	return c.Store.TicketIDByMessageID(ctx, id)
+}
+
+func (c *lookupCounter) Ticket(ctx context.Context, id bson.ObjectID, scope store.Scope) (*store.Ticket, error) {
+	c.n.Add(1)
+	return c.Store.Ticket(ctx, id, scope)
+}
+
+func (c *lookupCounter) TicketByRef(ctx context.Context, ref int64, scope store.Scope) (*store.Ticket, error) {
+	c.n.Add(1)
+	return c.Store.TicketByRef(ctx, ref, scope)
+}
+
+// A mail whose threading headers hold tens of thousands of candidates costs
+// a constant number of lookups (counted, not timed), and the mailbox goes on.
+func TestThreadingLookupsAreBounded(t *testing.T) {
+	st := &lookupCounter{Store: newStore(t)}
+	src := deliverOnly(t, st, map[string]string{"acme.test": "acme"})
+	signer := replytoken.New(testSecret)
+
+	// A sender of a team, so every step looks: 50 tokens that verify but
+	// name no ticket, 35,000 unknown ids (about 1 MB) and 1,000 subject tags.
+	var to, subject strings.Builder
+	to.WriteString(testBase)
+	for range 50 {
+		to.WriteString(", " + signer.Address(testBase, bson.NewObjectID()))
+	}
+	for i := range 1000 {
+		fmt.Fprintf(&subject, "[#%d] ", 100000+i)
+	}
+	flood := testMail{from: "Bob <bob@acme.test>", to: to.String(), subject: subject.String() + "flood",
+		headers: []string{"In-Reply-To: " + floodIDs(35000), "References: " + floodIDs(35000)}}.bytes()
+	if len(flood) < 2_000_000 {
+		t.Fatalf("the flood mail is %d bytes, want two headers of about a megabyte", len(flood))
+	}
+
+	res := deliverMail(t, src, flood)
+	bound := int64(1 + maxReplyTokens + 2*maxThreadIDs + maxSubjectTags)
+	if n := st.n.Load(); n > bound {
+		t.Errorf("%d store lookups for one mail, want at most %d", n, bound)
+	}
+	if res.Kind != KindTicket {
+		t.Errorf("the flood mail: %+v, want a ticket", res)
+	}
+	next := deliverMail(t, src, testMail{subject: "The next good mail"}.bytes())
+	if next.Kind != KindTicket {
+		t.Fatalf("the next mail: %+v, want a ticket", next)
+	}
+	ticketWithSubject(t, st.Store, "The next good mail")
 }

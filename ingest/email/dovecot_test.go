@@ -11,6 +11,7 @@ package email
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -139,19 +141,14 @@ service imap-login {
 			}
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	// On failure the cleanup above prints dovecot.log.
+	waitFor(t, fmt.Sprintf("dovecot to listen on %d", port), func() bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-			t.Fatalf("dovecot did not listen on %d: %v\n%s", port, err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
 	return &dovecot{port: port, dir: dir}
 }
 
@@ -213,6 +210,7 @@ func (d *dovecot) mailbox(t *testing.T, name string) (total, seen uint32) {
 func TestDovecotEndToEnd(t *testing.T) {
 	d := startDovecot(t)
 	st := newStore(t)
+	log := &logRecord{}
 	o := Options{
 		Accounts: []Account{{
 			Host: "127.0.0.1", Port: d.port, TLS: TLSPlain,
@@ -224,14 +222,10 @@ func TestDovecotEndToEnd(t *testing.T) {
 		ReplySigner:      replytoken.New(testSecret),
 		OwnAddresses:     []string{testBase},
 		ReconnectMin:     50 * time.Millisecond,
-		Logger:           testLog(t),
+		Logger:           slog.New(recordingHandler{Handler: testLog(t).Handler(), rec: log}),
 	}
 	src := startSource(t, st, o)
-	waitFor(t, "the mailbox state", func() bool {
-		ms, err := st.MailboxState(context.Background(), "support@127.0.0.1/INBOX")
-		return err == nil && ms.UIDValidity != 0
-	})
-	time.Sleep(200 * time.Millisecond) // let it enter IDLE
+	waitFor(t, "the source to IDLE", func() bool { return log.count(logIdling) > 0 })
 
 	// New mail opens a ticket, woken by IDLE.
 	start := time.Now()
@@ -261,4 +255,50 @@ func TestDovecotEndToEnd(t *testing.T) {
 	if s := src.Stats(); s.Tickets != 1 || s.Responses != 2 || s.Reconnects != 0 {
 		t.Errorf("stats = %+v", s)
 	}
+}
+
+// logRecord keeps the messages a Source logs, at every level, so a test can
+// wait for what the Source says it did.
+type logRecord struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *logRecord) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// recordingHandler records every message into rec and passes it on to
+// Handler when that wants its level.
+type recordingHandler struct {
+	slog.Handler
+	rec *logRecord
+}
+
+func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h recordingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.rec.mu.Lock()
+	h.rec.msgs = append(h.rec.msgs, r.Message)
+	h.rec.mu.Unlock()
+	if h.Handler.Enabled(ctx, r.Level) {
+		return h.Handler.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h recordingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return recordingHandler{Handler: h.Handler.WithAttrs(as), rec: h.rec}
+}
+
+func (h recordingHandler) WithGroup(name string) slog.Handler {
+	return recordingHandler{Handler: h.Handler.WithGroup(name), rec: h.rec}
 }

@@ -5,6 +5,7 @@ import (
 	"mime"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,21 +140,53 @@ func (p *mimeParser) addressList(values []string) []mail.Address {
 	return out
 }
 
-// msgIDList extracts Message-IDs from In-Reply-To or References: every
-// "<...>" and every bare word with an "@" (brackets added), skipping
-// comments and other garbage, without duplicates, in order.
+// maxMsgIDs is how many Message-IDs msgIDList keeps of one header: the
+// newest. Threading needs the parent, which is last; the rest only costs.
+const maxMsgIDs = 20
+
+// msgIDTailBytes is how much of the end of In-Reply-To or References is
+// read: room for maxMsgIDs ids of a full 998-byte line each, so a header of
+// a megabyte costs no more than a short one.
+const msgIDTailBytes = maxMsgIDs * 1000
+
+// msgIDList extracts Message-IDs from In-Reply-To or References (all
+// occurrences, in order): every "<...>" and every bare word with an "@"
+// (brackets added), skipping comments and other garbage, without
+// duplicates, oldest first. Only the last maxMsgIDs are kept, found in the
+// last msgIDTailBytes of the header.
 func msgIDList(values []string) []string {
+	ids := scanMsgIDs(headerTail(values, msgIDTailBytes))
 	var out []string
 	seen := map[string]bool{}
-	for _, v := range values {
-		for _, id := range scanMsgIDs(v) {
-			if !seen[id] {
-				seen[id] = true
-				out = append(out, id)
-			}
+	for i := len(ids) - 1; i >= 0 && len(out) < maxMsgIDs; i-- {
+		if !seen[ids[i]] {
+			seen[ids[i]] = true
+			out = append(out, ids[i])
 		}
 	}
+	slices.Reverse(out)
 	return out
+}
+
+// headerTail returns about the last n bytes of values joined by spaces,
+// starting at a separator so that no id cut in two is read as a whole one.
+// It copies at most n bytes, however long or many the values are.
+func headerTail(values []string, n int) string {
+	var parts []string
+	for i, size := len(values)-1, 0; i >= 0 && size < n; i-- {
+		v := values[i]
+		if room := n - size; len(v) > room {
+			v = v[len(v)-room:]
+			if j := strings.IndexAny(v, " \t\r\n,<"); j >= 0 {
+				parts = append(parts, v[j:])
+			}
+			break
+		}
+		parts = append(parts, v)
+		size += len(v) + 1
+	}
+	slices.Reverse(parts)
+	return strings.Join(parts, " ")
 }
 
 func scanMsgIDs(v string) []string {

@@ -188,8 +188,10 @@ type Options struct {
 	// ShutdownGrace is how long Run lets the message in flight finish after
 	// ctx is cancelled before closing its connection; default 15s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
-	// MaxDeliveryAttempts: a message the store keeps refusing with an error
-	// other than an outage is quarantined after this many tries; default 5.
+	// MaxDeliveryAttempts: a message the store keeps refusing while it
+	// takes other writes is quarantined after this many tries; default 5.
+	// Failures while the store is down or refuses every write (disk full)
+	// never count.
 	MaxDeliveryAttempts int `yaml:"maxDeliveryAttempts"`
 
 	// Logger; nil means slog.Default(). A component attribute is added.
@@ -288,6 +290,9 @@ func (o *Options) Validate() error {
 		if strings.TrimSpace(team) == "" {
 			bad("domainTeams."+d, "empty team")
 		}
+		if store.ReservedTeam(team) {
+			bad("domainTeams."+d, "%q is reserved for personal teams, which the store assigns", team)
+		}
 	}
 	for i, a := range o.OwnAddresses {
 		if !strings.Contains(a, "@") {
@@ -379,6 +384,9 @@ func checkPlainRemote(a *Account, remote net.Addr) error {
 type Store interface {
 	TicketWriter
 	MailboxStates
+	// Ready fails while the store cannot be reached or refuses writes
+	// (disk full): then a failed delivery is the store's, not the mail's.
+	Ready(ctx context.Context) error
 }
 
 // MailboxStates keeps how far each mailbox has been read.
@@ -491,9 +499,9 @@ type worker struct {
 	log     *slog.Logger
 	wake    chan struct{}
 
-	// attempts counts failed deliveries per UID (store errors other than
-	// an outage), so a message the store keeps refusing is quarantined
-	// instead of blocking the mailbox.
+	// attempts counts failed deliveries per UID that are the message's
+	// fault (see refusedMail), so a message the store keeps refusing is
+	// quarantined instead of blocking the mailbox.
 	attempts map[uint32]int
 	// healthy is set once a session got through a full pass; it resets the
 	// backoff.
@@ -737,6 +745,10 @@ func (w *worker) session(ctx context.Context) error {
 
 var errClosed = errors.New("imap connection closed")
 
+// logIdling is logged (debug) once the server has accepted IDLE: from then
+// on it announces new mail.
+const logIdling = "idling until new mail"
+
 // wait blocks until new mail may be there: an EXISTS during IDLE, a poll
 // tick, or ctx.
 func (w *worker) wait(ctx context.Context, c *imapclient.Client, idle bool) error {
@@ -753,6 +765,7 @@ func (w *worker) wait(ctx context.Context, c *imapclient.Client, idle bool) erro
 	if err != nil {
 		return fmt.Errorf("start IDLE: %w", err)
 	}
+	w.log.Debug(logIdling)
 	closed := false
 	select {
 	case <-ctx.Done():
@@ -845,7 +858,7 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 		reason := fmt.Sprintf("message is %d bytes, over maxMessageBytes %d", m.size, o.MaxMessageBytes)
 		res, err = w.src.d.quarantine(mctx, in, reason, env)
 		if err != nil {
-			return w.storeFailed(err, m.uid)
+			return w.storeFailed(err, m.uid, false)
 		}
 	} else {
 		raw, err := w.fetchBody(c, m.uid)
@@ -859,12 +872,13 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 		in.raw = raw
 		res, err = w.src.d.deliver(mctx, in)
 		if err != nil {
-			if !errors.Is(err, store.ErrUnavailable) && mctx.Err() == nil && w.attempts[m.uid]+1 >= o.MaxDeliveryAttempts {
+			refused := w.refusedMail(mctx, err)
+			if refused && w.attempts[m.uid]+1 >= o.MaxDeliveryAttempts {
 				w.log.Error("the store keeps refusing this message; quarantining it", "uid", m.uid, "err", err)
 				res, err = w.src.d.quarantine(mctx, in, "store refused it: "+err.Error(), nil)
 			}
 			if err != nil {
-				return w.storeFailed(err, m.uid)
+				return w.storeFailed(err, m.uid, refused)
 			}
 		}
 	}
@@ -873,11 +887,23 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 	return w.advance(mctx, c, st, m.uid)
 }
 
-func (w *worker) storeFailed(err error, uid uint32) error {
+// refusedMail says whether a failed delivery counts against the mail
+// toward quarantining it: only when the store works (it answers and takes
+// other writes) and still fails this message. An outage or a store that
+// refuses every write (disk full, read-only) is nobody's fault; counting
+// it would quarantine good mail.
+func (w *worker) refusedMail(ctx context.Context, err error) bool {
+	if errors.Is(err, store.ErrUnavailable) || ctx.Err() != nil {
+		return false
+	}
+	return w.src.st.Ready(ctx) == nil
+}
+
+// storeFailed counts a failed store write, and an attempt against the
+// message when it was refused (see refusedMail).
+func (w *worker) storeFailed(err error, uid uint32, refused bool) error {
 	w.src.c.storeErrors.Add(1)
-	// An outage is nobody's fault: only refusals count toward quarantining
-	// the message.
-	if !errors.Is(err, store.ErrUnavailable) {
+	if refused {
 		w.attempts[uid]++
 	}
 	return fmt.Errorf("store message uid %d of %s (will retry): %w", uid, w.id, err)

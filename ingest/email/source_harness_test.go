@@ -33,6 +33,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/internal/testwait"
 	"github.com/ticketd/ticketd/store"
 	"github.com/ticketd/ticketd/store/storetest"
 )
@@ -65,6 +66,16 @@ type testIMAP struct {
 	conns []net.Conn
 	sent  atomic.Int64 // bytes the server wrote to clients
 	debug syncBuffer   // the server's view of the protocol
+
+	appendMu sync.Mutex
+	appended chan struct{} // closed (and replaced) by every appendMail
+}
+
+// appendSignal returns a channel that the next appendMail closes.
+func (h *testIMAP) appendSignal() <-chan struct{} {
+	h.appendMu.Lock()
+	defer h.appendMu.Unlock()
+	return h.appended
 }
 
 type syncBuffer struct {
@@ -111,10 +122,43 @@ func (l trackingListener) Accept() (net.Conn, error) {
 	return countingConn{Conn: c, n: &l.h.sent}, nil
 }
 
-// oauthSession adds SASL mechanisms to the in-memory server's session: an
-// OAuth token stands for the user's password.
-type oauthSession struct {
+// harnessSession is imapmemserver's session with an IDLE that cannot miss
+// mail. imapmemserver answers "+ idling" before it registers for updates,
+// so a message appended in between would only be announced with the next
+// one. Here IDLE first reports what is pending (as Dovecot does), then
+// every append made through the harness: once the server has written
+// "+ idling", a test may append and rely on IDLE alone.
+type harnessSession struct {
 	imapserver.Session
+	h *testIMAP
+}
+
+func (s *harnessSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	for {
+		appended := s.h.appendSignal()
+		if err := s.Session.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-appended:
+		case <-stop:
+			return nil
+		}
+	}
+}
+
+func (s *harnessSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	return s.Session.(imapserver.SessionMove).Move(w, numSet, dest)
+}
+
+func (s *harnessSession) Namespace() (*imap.NamespaceData, error) {
+	return s.Session.(imapserver.SessionNamespace).Namespace()
+}
+
+// oauthSession adds SASL mechanisms to the harness session: an OAuth token
+// stands for the user's password.
+type oauthSession struct {
+	*harnessSession
 	token string
 }
 
@@ -137,14 +181,6 @@ func (s *oauthSession) Authenticate(mech string) (sasl.Server, error) {
 		return &xoauth2Server{s: s}, nil
 	}
 	return nil, fmt.Errorf("mechanism %s not supported", mech)
-}
-
-func (s *oauthSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	return s.Session.(imapserver.SessionMove).Move(w, numSet, dest)
-}
-
-func (s *oauthSession) Namespace() (*imap.NamespaceData, error) {
-	return s.Session.(imapserver.SessionNamespace).Namespace()
 }
 
 // xoauth2Server is the server side of XOAUTH2 as Gmail runs it: a refused
@@ -178,7 +214,7 @@ func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
 
 func startIMAP(t testing.TB, o imapOpts) *testIMAP {
 	t.Helper()
-	h := &testIMAP{t: t, host: "127.0.0.1"}
+	h := &testIMAP{t: t, host: "127.0.0.1", appended: make(chan struct{})}
 	mem := imapmemserver.New()
 	h.user = imapmemserver.NewUser(testUser, testPassword)
 	mem.AddUser(h.user)
@@ -196,10 +232,11 @@ func startIMAP(t testing.TB, o imapOpts) *testIMAP {
 	}
 	so := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			sess := &harnessSession{Session: mem.NewSession(), h: h}
 			if o.oauthToken != "" {
-				return &oauthSession{Session: mem.NewSession(), token: o.oauthToken}, nil, nil
+				return &oauthSession{harnessSession: sess, token: o.oauthToken}, nil, nil
 			}
-			return mem.NewSession(), nil, nil
+			return sess, nil, nil
 		},
 		Caps:         caps,
 		InsecureAuth: o.tls == "",
@@ -244,6 +281,10 @@ func (h *testIMAP) appendMail(mailbox string, raw []byte, flags ...imap.Flag) im
 	if err != nil {
 		h.t.Fatalf("append to %s: %v", mailbox, err)
 	}
+	h.appendMu.Lock()
+	close(h.appended)
+	h.appended = make(chan struct{})
+	h.appendMu.Unlock()
 	return data.UID
 }
 
@@ -366,11 +407,9 @@ func (h *testIMAP) baseOptions(t testing.TB) Options {
 			Host: h.host, Port: h.port, TLS: TLSPlain,
 			Username: testUser, Password: testPassword,
 		}},
-		// imapmemserver writes "+ idling" before it starts watching the
-		// mailbox, so a message appended in between is only seen at the
-		// next poll: the fallback production has too. TestIdleWakesProcessing
-		// sets 1h to prove IDLE alone.
-		PollSchedule:     "@every 1s",
+		// IDLE alone finds new mail (see harnessSession); a test that
+		// needs the poll sets its own schedule.
+		PollSchedule:     "@every 1h",
 		ReplyBaseAddress: testBase,
 		ReplySigner:      replytoken.New(testSecret),
 		OwnAddresses:     []string{testBase, "notifications@example.com"},
@@ -403,7 +442,7 @@ func (r *running) wait(t testing.TB) {
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(testwait.Timeout):
 		t.Fatal("Run did not return after cancel")
 	}
 }
@@ -421,17 +460,8 @@ func startSource(t testing.TB, st Store, o Options) *running {
 	return r
 }
 
-// waitFor polls cond until it holds, or fails the test after 15 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds, or fails the test.
+var waitFor = testwait.For
 
 // tickets lists every ticket in the store, oldest first.
 func tickets(t testing.TB, s *store.Store) []store.Ticket {

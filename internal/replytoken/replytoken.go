@@ -39,6 +39,21 @@ func (s *Signer) mac(id bson.ObjectID) []byte {
 	return m.Sum(nil)[:macLen]
 }
 
+// tagLen is 128 bits: a tag cannot be guessed.
+const tagLen = 16
+
+// Tag is an HMAC of id under purpose, in the token alphabet (26
+// characters): what only the holder of the secret can compute, the same
+// every time, for an id that must prove nothing by itself yet stay stable
+// (an outgoing Message-ID, resent under the same id). purpose keeps tags
+// apart from each other and from reply tokens.
+func (s *Signer) Tag(purpose string, id bson.ObjectID) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte("ticketd-tag-v1:" + purpose + ":"))
+	m.Write(id[:])
+	return enc.EncodeToString(m.Sum(nil)[:tagLen])
+}
+
 // Token returns the token for a ticket.
 func (s *Signer) Token(ticket bson.ObjectID) string {
 	return enc.EncodeToString(append(ticket[:], s.mac(ticket)...))

@@ -46,3 +46,26 @@ func TestRoundTripAndForgery(t *testing.T) {
 		t.Errorf("garbage tag: found=%v err=%v", found, err)
 	}
 }
+
+func TestTag(t *testing.T) {
+	s := New([]byte("secret"))
+	id := bson.NewObjectID()
+	tag := s.Tag("message-id", id)
+	if len(tag) != 26 || strings.Trim(tag, "abcdefghijklmnopqrstuvwxyz234567") != "" || s.Tag("message-id", id) != tag {
+		t.Fatalf("tag %q: want 26 stable characters of the token alphabet", tag)
+	}
+	other := id
+	other[11]++
+	for what, x := range map[string]string{
+		"another id":      s.Tag("message-id", other),
+		"another purpose": s.Tag("other", id),
+		"another secret":  New([]byte("other")).Tag("message-id", id),
+	} {
+		if x == tag {
+			t.Errorf("%s gives the same tag %q", what, tag)
+		}
+	}
+	if strings.Contains(s.Token(id), tag[:16]) {
+		t.Errorf("the tag repeats the reply token's signature")
+	}
+}

@@ -320,8 +320,9 @@ func filterCalls(calls []Call, method string) []Call {
 }
 
 // Until waits until cond is true, re-checking it after every change in the fake
-// (a call, an ack, a connection, a message). It fails the test after Timeout.
-// Call it from the test goroutine (it calls t.Fatalf).
+// (a call, an ack, a connection, a message) and every few milliseconds (for
+// conditions on the code under test). It fails the test after Timeout. Call it
+// from the test goroutine (it calls t.Fatalf).
 func (f *Fake) Until(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	timeout := f.Timeout
@@ -330,6 +331,8 @@ func (f *Fake) Until(t testing.TB, what string, cond func() bool) {
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		f.mu.Lock()
 		ch := f.changed
@@ -339,6 +342,7 @@ func (f *Fake) Until(t testing.TB, what string, cond func() bool) {
 		}
 		select {
 		case <-ch:
+		case <-poll.C:
 		case <-deadline.C:
 			t.Fatalf("slackfake: timed out after %v waiting for %s; calls so far:\n%s", timeout, what, f.describeCalls())
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ticketd/ticketd/internal/fakeclock"
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/internal/testwait"
 	"github.com/ticketd/ticketd/notify"
 	"github.com/ticketd/ticketd/notify/email/smtptest"
 	"github.com/ticketd/ticketd/store"
@@ -230,16 +231,11 @@ func (e *env) deliveries(state store.DeliveryState) []store.Delivery {
 	return out
 }
 
-// eventually waits until cond holds, checking every 10ms.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// eventually waits until cond holds (timeout: kept for the callers'
+// readability; testwait.For's limit applies).
+func eventually(t testing.TB, _ time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, cond)
 }
 
 // idle relays every event still on a ticket, then waits until the email

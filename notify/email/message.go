@@ -178,9 +178,14 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 
 // messageID is the delivery's Message-ID, the same on every attempt, so a
 // receiver that got a message whose acknowledgement we lost drops the
-// repeat: <ticketd.EVENTID@domain>.
+// repeat: <ticketd.EVENTID.TAG@domain>. TAG is an HMAC of the event id
+// under the reply-token secret: event ids are ObjectIDs (a timestamp and a
+// counter), and without the tag a stranger could list the ids sent between
+// two of his own acknowledgements in References. Inbound mail threads by
+// these ids only within the sender's team anyway; the tag makes them prove
+// nothing by themselves.
 func (n *Adapter) messageID(d *store.Delivery) string {
-	return "<ticketd." + d.Event.ID.Hex() + "@" + n.cfg.MessageIDDomain + ">"
+	return "<ticketd." + d.Event.ID.Hex() + "." + n.cfg.Signer.Tag("message-id", d.Event.ID) + "@" + n.cfg.MessageIDDomain + ">"
 }
 
 func findResponse(t *store.Ticket, id *bson.ObjectID) *store.Response {

@@ -18,7 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-var ourMessageID = regexp.MustCompile(`^<ticketd\.[0-9a-f]{24}@example\.com>$`)
+var ourMessageID = regexp.MustCompile(`^<ticketd\.[0-9a-f]{24}\.[a-z2-7]{26}@example\.com>$`)
 
 // An agent's reply reaches the customer with the right headers, threaded
 // after the customer's mail and the acknowledgement.
