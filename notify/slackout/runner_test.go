@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/ticketd/ticketd/internal/fakeclock"
 	"github.com/ticketd/ticketd/internal/slackfake"
+	"github.com/ticketd/ticketd/internal/testwait"
 	"github.com/ticketd/ticketd/notify"
 	"github.com/ticketd/ticketd/store"
 	"github.com/ticketd/ticketd/store/storetest"
@@ -49,7 +50,15 @@ func TestRunnerWaitsRetryAfterThenPostsInOrder(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.Run(ctx) }()
 	defer func() { cancel(); <-stopped }()
-	<-idle // started, nothing to do
+	waitIdle := func(what string) {
+		t.Helper()
+		select {
+		case <-idle:
+		case <-time.After(testwait.Timeout):
+			t.Fatalf("runner not idle after %s: %s", testwait.Timeout, what)
+		}
+	}
+	waitIdle("started, nothing to do")
 
 	cust, _, err := st.FindOrCreateCustomer(ctx, "ann@example.com", "Ann", "acme")
 	if err != nil {
