@@ -122,6 +122,20 @@ type Ticket struct {
 	Outbox []Event `bson:"outbox"`
 }
 
+// ResponseByID returns the ticket's response with an id (an event's
+// ResponseID), or nil when id is nil or names none of them.
+func (t *Ticket) ResponseByID(id *bson.ObjectID) *Response {
+	if id == nil {
+		return nil
+	}
+	for i := range t.Response {
+		if t.Response[i].ID == *id {
+			return &t.Response[i]
+		}
+	}
+	return nil
+}
+
 // Response is one reply on a ticket (seed 004 fields first).
 type Response struct {
 	ID          bson.ObjectID `bson:"_id"`
@@ -175,6 +189,9 @@ const (
 	// EventResponseUndelivered: a sink (Event.Origin) gave up delivering a
 	// response to the customer; Event.Note says why.
 	EventResponseUndelivered EventKind = "response.undelivered"
+	// EventAssigneeChanged: From and To are the old and new assignee's
+	// agent id (hex), "" for nobody. The Slack sink shows it; mail does not.
+	EventAssigneeChanged EventKind = "assignee.changed"
 )
 
 // Event is one announcement: what changed, on which ticket, by whom.

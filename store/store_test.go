@@ -185,8 +185,10 @@ func TestUpdateTicketLogsEachChangeAndSkipsNoOps(t *testing.T) {
 	if len(got.Logs) != 5 {
 		t.Errorf("want 5 log lines (create + 4 changes), got %d", len(got.Logs))
 	}
-	if len(got.Outbox) != 3 { // created, status, priority: category and assignee are not announced
-		t.Errorf("want 3 events, got %d", len(got.Outbox))
+	if len(got.Outbox) != 4 { // created, status, priority, assignee: category is not announced
+		t.Errorf("want 4 events, got %d", len(got.Outbox))
+	} else if e := got.Outbox[3]; e.Kind != store.EventAssigneeChanged || e.From != "" || e.To != who.Hex() {
+		t.Errorf("assignee event %+v", e)
 	}
 	same, err := s.UpdateTicket(ctx, tk.ID, store.AllTickets, store.TicketUpdate{Status: &st, Priority: &pr}, agent)
 	same, _ = s.Ticket(ctx, tk.ID, store.AllTickets)

@@ -256,10 +256,16 @@ func (s *Store) UpdateTicket(ctx context.Context, id bson.ObjectID, scope Scope,
 			case u.AssigneeID.IsZero() && t.AssigneeID != nil:
 				c.set("assigneeId", nil, func(t *Ticket) { t.AssigneeID = nil })
 				c.log(by, "Assignee removed")
+				c.announce(Event{Kind: EventAssigneeChanged, ActorID: by.ID, ActorType: by.Type, Origin: by.Via, From: t.AssigneeID.Hex()})
 			case !u.AssigneeID.IsZero() && (t.AssigneeID == nil || *t.AssigneeID != *u.AssigneeID):
 				to := *u.AssigneeID
+				from := ""
+				if t.AssigneeID != nil {
+					from = t.AssigneeID.Hex()
+				}
 				c.set("assigneeId", to, func(t *Ticket) { t.AssigneeID = &to })
 				c.log(by, "Assigned to "+u.AssigneeID.Hex())
+				c.announce(Event{Kind: EventAssigneeChanged, ActorID: by.ID, ActorType: by.Type, Origin: by.Via, From: from, To: to.Hex()})
 			}
 		}
 		return nil

@@ -68,6 +68,8 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 		kind = KindStatus
 	case store.EventPriorityChanged:
 		return nil, &skip{"priority changes are not mailed to customers", true}, nil
+	case store.EventAssigneeChanged:
+		return nil, &skip{"assignee changes are not mailed to customers", true}, nil
 	case store.EventResponseDelivered, store.EventResponseUndelivered:
 		return nil, &skip{"delivery outcomes are for the other sinks", true}, nil
 	default:
