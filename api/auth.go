@@ -40,9 +40,9 @@ type Principal struct {
 
 func (p Principal) actor() store.Actor {
 	if p.Role == RoleAdmin {
-		return store.Actor{ID: p.ID, Type: store.CreatorAdmin}
+		return store.Actor{ID: p.ID, Type: store.CreatorAdmin, Via: store.SourceAPI}
 	}
-	return store.Actor{ID: p.ID, Type: store.CreatorCustomer}
+	return store.Actor{ID: p.ID, Type: store.CreatorCustomer, Via: store.SourceAPI}
 }
 
 func (p Principal) scope() store.Scope {

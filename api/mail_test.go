@@ -57,7 +57,10 @@ func TestDeadLettersQuarantineAndIgnoredRoutes(t *testing.T) {
 	c := h.user(api.RoleCustomer, "acme")
 	adm := h.user(api.RoleAdmin, "")
 	h.create(c, "x")
-	if _, err := h.store.RelayAll(ctx, []string{"email"}); err != nil {
+	if _, err := h.store.JoinDeployment(ctx, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.RelayAll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	d, err := h.store.ClaimDelivery(ctx, "email", 0)

@@ -46,47 +46,35 @@ func headerMessageID(id string) string {
 }
 
 // BindMessageID records that a Message-ID (received or sent) belongs to a
-// ticket. Binding the same id again is a no-op; the first ticket wins.
+// ticket, for threading lookups only (the caller records it on the ticket
+// in its own write). Binding the same id again is a no-op; the first ticket
+// wins, silently.
 func (s *Store) BindMessageID(ctx context.Context, messageID string, ticket bson.ObjectID) error {
-	id := NormalizeMessageID(messageID)
-	if id == "" {
-		return nil
+	k, err := threadKey(ThreadMail, messageID)
+	if err != nil {
+		return nil // no id, nothing to bind
 	}
-	_, err := s.bindKey(ctx, "msgid:"+id, ticket)
+	_, err = s.bindKey(ctx, k, ticket)
 	return err
 }
 
 // AddMessageID records a Message-ID of the ticket's mail thread: it is
 // bound for threading lookups and appended to Ticket.MessageIDs unless
-// already there. Thread bookkeeping is not a change of the ticket: __v and
-// updatedAt stay as they are. Idempotent.
+// already there (BindThread with ThreadMail). An id that already names
+// another ticket stays with that ticket. Idempotent.
 func (s *Store) AddMessageID(ctx context.Context, ticket bson.ObjectID, messageID string) error {
-	key := NormalizeMessageID(messageID)
-	if key == "" {
+	if NormalizeMessageID(messageID) == "" {
 		return nil
 	}
-	header := headerMessageID(messageID)
-	if err := s.BindMessageID(ctx, messageID, ticket); err != nil {
+	if err := s.BindThread(ctx, ticket, ThreadMail, messageID); err != nil && !errors.Is(err, ErrConflict) {
 		return err
-	}
-	unlock := s.locks.lock(ticket) // the embedded server's updates are read-modify-write
-	defer unlock()
-	s.recent.drop(ticket)
-	_, err := s.tickets.UpdateOne(ctx, bson.D{{Key: "_id", Value: ticket}},
-		bson.D{{Key: "$addToSet", Value: bson.D{{Key: "messageIds", Value: header}}}})
-	if err != nil {
-		return fmt.Errorf("add message id to ticket %s: %w", ticket.Hex(), classify(err))
 	}
 	return nil
 }
 
 // TicketIDByMessageID returns the ticket a Message-ID belongs to.
 func (s *Store) TicketIDByMessageID(ctx context.Context, messageID string) (bson.ObjectID, error) {
-	id := NormalizeMessageID(messageID)
-	if id == "" {
-		return bson.NilObjectID, ErrNotFound
-	}
-	return s.lookupKey(ctx, "msgid:"+id)
+	return s.TicketIDByThread(ctx, ThreadMail, messageID)
 }
 
 // MailboxState is how far one IMAP mailbox has been read.

@@ -113,6 +113,10 @@ type Ticket struct {
 	// or sent, oldest first, as they appear in headers ("<id@host>"); the
 	// mailer builds References and In-Reply-To from it.
 	MessageIDs []string `bson:"messageIds,omitempty"`
+	// Threads lists the ticket's other outside threads (Slack), each bound
+	// by a unique key in the keys collection (see BindThread). Mail threads
+	// are in MessageIDs.
+	Threads []ThreadRef `bson:"threads,omitempty"`
 	// Outbox holds the announcements of changes not yet handed to the
 	// delivery queue, written in the same atomic write as the change.
 	Outbox []Event `bson:"outbox"`
@@ -165,6 +169,12 @@ const (
 	EventResponseAdded   EventKind = "response.added"
 	EventStatusChanged   EventKind = "status.changed"
 	EventPriorityChanged EventKind = "priority.changed"
+	// EventResponseDelivered: a sink (Event.Origin) delivered a response to
+	// the customer (the SMTP server accepted the mail).
+	EventResponseDelivered EventKind = "response.delivered"
+	// EventResponseUndelivered: a sink (Event.Origin) gave up delivering a
+	// response to the customer; Event.Note says why.
+	EventResponseUndelivered EventKind = "response.undelivered"
 )
 
 // Event is one announcement: what changed, on which ticket, by whom.
@@ -180,12 +190,26 @@ type Event struct {
 	From string    `bson:"from,omitempty"`
 	To   string    `bson:"to,omitempty"`
 	At   time.Time `bson:"at"`
+	// Origin is the channel the change came through (api, email, slack;
+	// for a delivery outcome, the sink that delivered); empty for the
+	// daemon's own changes. A sink skips echoes of its own channel.
+	Origin Source `bson:"origin,omitempty"`
+	// Seq orders a ticket's events: the ticket's __v after the change
+	// times 16, plus the event's index within the change. Deliveries of
+	// one ticket to one sink go out in this order.
+	Seq int64 `bson:"seq,omitempty"`
+	// Note is free text: why a delivery failed (response.undelivered).
+	Note string `bson:"note,omitempty"`
 }
 
 // Actor is who makes a change.
 type Actor struct {
 	ID   bson.ObjectID
 	Type CreatorType
+	// Via is the channel the change comes through (api, email, slack);
+	// empty for the daemon's own changes. It becomes the Origin of the
+	// change's events.
+	Via Source
 }
 
 // SystemActor is the daemon itself.

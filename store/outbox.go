@@ -1,9 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -17,11 +20,23 @@ import (
 //  1. The change and its Event go into the ticket document in one write
 //     (Ticket.Outbox), so a change is never stored without its event.
 //  2. The relay copies each event into the outbox collection, one Delivery
-//     per sink ("email", "slack"), keyed eventID/sink so a repeated relay
-//     never duplicates, and only then pulls the event from the ticket.
+//     per sink of the deployment (see JoinDeployment), keyed eventID/sink
+//     so a repeated relay never duplicates, and only then pulls the event
+//     from the ticket.
 //
 // Notifiers claim deliveries, send, and complete or fail them. A crash at
 // any point repeats a step; nothing is lost and nothing is queued twice.
+//
+// Order and fairness: a ticket's deliveries to one sink go out one at a
+// time, in event order (Event.Seq). Only the earliest is pending (claimable);
+// the later ones wait (DeliveryWaiting) until it is completed or dead, and
+// the next one is then made pending with nextAttemptAt = now, behind every
+// other ticket's delivery already due: a noisy ticket takes turns with the
+// others instead of draining first. A delivery that is backing off holds
+// its ticket's later ones back; a dead one does not. Within one process the
+// ticket lock makes this exact; two daemons on a shared MongoDB relaying and
+// completing the same ticket at the same instant can, rarely, leave two
+// pending (a reordering, never a loss) or none (repaired by the sweep).
 
 // DeliveryState is where a delivery stands.
 type DeliveryState string
@@ -29,6 +44,9 @@ type DeliveryState string
 // The delivery states. A delivered entry is deleted.
 const (
 	DeliveryPending DeliveryState = "pending"
+	// DeliveryWaiting: behind an earlier delivery of the same ticket and
+	// sink; made pending when that one is completed or dead.
+	DeliveryWaiting DeliveryState = "waiting"
 	DeliveryDead    DeliveryState = "dead"
 )
 
@@ -37,6 +55,8 @@ type Delivery struct {
 	ID            string        `bson:"_id"` // eventID/sink: the idempotency key
 	Sink          string        `bson:"sink"`
 	Event         Event         `bson:"event"`
+	TicketID      bson.ObjectID `bson:"ticketId"`
+	Seq           int64         `bson:"seq"` // Event.Seq: the order within the ticket
 	State         DeliveryState `bson:"state"`
 	Attempts      int           `bson:"attempts"`
 	NextAttemptAt time.Time     `bson:"nextAttemptAt"`
@@ -54,9 +74,15 @@ func (s *Store) signal(id bson.ObjectID) {
 }
 
 // RelayTicket moves a ticket's pending events into the outbox collection,
-// one delivery per sink, and returns how many events it moved. With no
-// sinks the events are dropped: nobody is there to announce them to.
-func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []string) (int, error) {
+// one delivery per deployment sink, and returns how many events it moved.
+// Before JoinDeployment it moves nothing and fails with ErrNotJoined. With
+// a deployment of no sinks the events are dropped: nobody is there to
+// announce them to.
+func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID) (int, error) {
+	sinks, ok := s.Sinks()
+	if !ok {
+		return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), ErrNotJoined)
+	}
 	unlock := s.locks.lock(id)
 	defer unlock()
 	var doc struct {
@@ -73,14 +99,18 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []strin
 	if len(doc.Outbox) == 0 {
 		return 0, nil
 	}
-	now := s.nowUTC()
-	for _, raw := range doc.Outbox {
-		var e Event
-		if err := bson.Unmarshal(raw, &e); err != nil {
+	events := make([]Event, len(doc.Outbox))
+	for i, raw := range doc.Outbox {
+		if err := bson.Unmarshal(raw, &events[i]); err != nil {
 			return 0, fmt.Errorf("relay ticket %s: decode event: %w", id.Hex(), err)
 		}
-		for _, sink := range sinks {
-			d := Delivery{ID: e.ID.Hex() + "/" + sink, Sink: sink, Event: e, State: DeliveryPending, NextAttemptAt: now, CreatedAt: now}
+	}
+	slices.SortStableFunc(events, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	now := s.nowUTC()
+	for _, sink := range sinks {
+		for _, e := range events {
+			d := Delivery{ID: e.ID.Hex() + "/" + sink, Sink: sink, Event: e, TicketID: e.TicketID, Seq: e.Seq,
+				State: DeliveryPending, NextAttemptAt: now, CreatedAt: now}
 			// A delivery completed since an earlier relay of this event
 			// (whose pull did not happen) must not be queued again.
 			if _, err := s.lookupKey(ctx, deliveredKey(d.ID)); err == nil {
@@ -88,9 +118,25 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []strin
 			} else if !errors.Is(err, ErrNotFound) {
 				return 0, fmt.Errorf("relay event %s: %w", d.ID, err)
 			}
+			ahead, err := s.outbox.CountDocuments(ctx, bson.D{
+				{Key: "sink", Value: sink}, {Key: "ticketId", Value: e.TicketID},
+				{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{DeliveryPending, DeliveryWaiting}}}},
+				{Key: "_id", Value: bson.D{{Key: "$ne", Value: d.ID}}},
+			}, options.Count().SetLimit(1))
+			if err != nil {
+				return 0, fmt.Errorf("relay event %s: %w", d.ID, classify(err))
+			}
+			if ahead > 0 {
+				d.State = DeliveryWaiting
+			}
 			if _, err := s.outbox.InsertOne(ctx, d); err != nil && !mongo.IsDuplicateKeyError(err) {
 				return 0, fmt.Errorf("relay event %s: %w", d.ID, classify(err))
 			}
+		}
+		// The delivery ahead may have been completed by another daemon
+		// between the count and the insert.
+		if err := s.ensureHead(ctx, id, sink); err != nil {
+			return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), err)
 		}
 	}
 	// $pullAll removes exactly these elements, as read; an event pushed
@@ -111,6 +157,34 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID, sinks []strin
 		s.wake(sink)
 	}
 	return len(doc.Outbox), nil
+}
+
+// ensureHead makes the earliest waiting delivery of a ticket for a sink
+// pending, unless one is pending already. The caller holds the ticket's
+// lock. It is due now: behind the deliveries already due, which is what
+// makes tickets take turns.
+func (s *Store) ensureHead(ctx context.Context, ticket bson.ObjectID, sink string) error {
+	n, err := s.outbox.CountDocuments(ctx, bson.D{
+		{Key: "sink", Value: sink}, {Key: "ticketId", Value: ticket}, {Key: "state", Value: DeliveryPending},
+	}, options.Count().SetLimit(1))
+	if err != nil {
+		return fmt.Errorf("find the head of %s/%s: %w", ticket.Hex(), sink, classify(err))
+	}
+	if n > 0 {
+		return nil
+	}
+	err = s.outbox.FindOneAndUpdate(ctx,
+		bson.D{{Key: "sink", Value: sink}, {Key: "ticketId", Value: ticket}, {Key: "state", Value: DeliveryWaiting}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: DeliveryPending}, {Key: "nextAttemptAt", Value: s.nowUTC()}}}},
+		options.FindOneAndUpdate().SetSort(bson.D{{Key: "seq", Value: 1}, {Key: "_id", Value: 1}}),
+	).Err()
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("promote the next delivery of %s/%s: %w", ticket.Hex(), sink, classify(err))
+	}
+	if err == nil {
+		s.wake(sink)
+	}
+	return nil
 }
 
 // DeliveriesReady returns a channel that receives when the relay has queued
@@ -141,9 +215,13 @@ func (s *Store) wake(sink string) {
 	}
 }
 
-// RelayAll relays every ticket that has pending events: the sweep after a
-// crash or a full signal channel.
-func (s *Store) RelayAll(ctx context.Context, sinks []string) (int, error) {
+// RelayAll relays every ticket that has pending events, and gives every
+// ticket whose deliveries all wait its next one: the sweep after a crash or
+// a full signal channel. Before JoinDeployment it fails with ErrNotJoined.
+func (s *Store) RelayAll(ctx context.Context) (int, error) {
+	if _, ok := s.Sinks(); !ok {
+		return 0, fmt.Errorf("relay: %w", ErrNotJoined)
+	}
 	cur, err := s.tickets.Find(ctx, bson.D{{Key: "outbox.0", Value: bson.D{{Key: "$exists", Value: true}}}},
 		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
@@ -157,22 +235,56 @@ func (s *Store) RelayAll(ctx context.Context, sinks []string) (int, error) {
 	}
 	total := 0
 	for _, t := range ids {
-		n, err := s.RelayTicket(ctx, t.ID, sinks)
+		n, err := s.RelayTicket(ctx, t.ID)
 		if err != nil {
 			return total, err
 		}
 		total += n
 	}
-	return total, nil
+	return total, s.repairHeads(ctx)
+}
+
+// repairHeads gives each ticket and sink with waiting deliveries but none
+// pending its next one (a race between daemons left it so).
+func (s *Store) repairHeads(ctx context.Context) error {
+	cur, err := s.outbox.Find(ctx, bson.D{{Key: "state", Value: DeliveryWaiting}},
+		options.Find().SetProjection(bson.D{{Key: "sink", Value: 1}, {Key: "ticketId", Value: 1}}))
+	if err != nil {
+		return fmt.Errorf("find waiting deliveries: %w", classify(err))
+	}
+	var waiting []struct {
+		Sink     string        `bson:"sink"`
+		TicketID bson.ObjectID `bson:"ticketId"`
+	}
+	if err := cur.All(ctx, &waiting); err != nil {
+		return fmt.Errorf("find waiting deliveries: %w", classify(err))
+	}
+	seen := map[string]bool{}
+	for _, w := range waiting {
+		if k := w.Sink + "/" + w.TicketID.Hex(); !seen[k] {
+			seen[k] = true
+			unlock := s.locks.lock(w.TicketID)
+			err := s.ensureHead(ctx, w.TicketID, w.Sink)
+			unlock()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // RunRelay relays events as writes signal them, and sweeps all tickets at
-// start and every sweepEvery, until ctx ends. Errors are logged and retried
-// by the next sweep.
-func (s *Store) RunRelay(ctx context.Context, sinks []string, sweepEvery time.Duration) error {
+// start and every sweepEvery, until ctx ends; it also keeps this daemon's
+// heartbeat (DaemonHeartbeat). Errors are logged and retried by the next
+// sweep. It fails at once with ErrNotJoined before JoinDeployment.
+func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
+	if _, ok := s.Sinks(); !ok {
+		return fmt.Errorf("relay: %w", ErrNotJoined)
+	}
 	log := s.log.With("component", "outbox-relay")
 	sweep := func() {
-		if n, err := s.RelayAll(ctx, sinks); err != nil && ctx.Err() == nil {
+		if n, err := s.RelayAll(ctx); err != nil && ctx.Err() == nil {
 			log.Error("sweep failed; will retry", "err", err)
 		} else if n > 0 {
 			log.Info("sweep relayed events", "events", n)
@@ -181,14 +293,20 @@ func (s *Store) RunRelay(ctx context.Context, sinks []string, sweepEvery time.Du
 	sweep()
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
+	beat := time.NewTicker(DaemonHeartbeat)
+	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 			sweep()
+		case <-beat.C:
+			if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+				log.Error("heartbeat failed; will retry", "err", err)
+			}
 		case id := <-s.pending:
-			if _, err := s.RelayTicket(ctx, id, sinks); err != nil && ctx.Err() == nil {
+			if _, err := s.RelayTicket(ctx, id); err != nil && ctx.Err() == nil {
 				log.Error("relay failed; the sweep will retry", "ticket", id.Hex(), "err", err)
 			}
 		}
@@ -230,19 +348,36 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 // up by _id), so that relaying its event again cannot queue it again.
 func deliveredKey(deliveryID string) string { return "delivered:" + deliveryID }
 
-// CompleteDelivery records a delivery as done and removes it from the
-// queue.
+// CompleteDelivery records a delivery as done, removes it from the queue
+// and makes its ticket's next delivery to the sink pending.
 func (s *Store) CompleteDelivery(ctx context.Context, id string) error {
 	if _, err := s.bindKey(ctx, deliveredKey(id), bson.NilObjectID); err != nil {
 		return fmt.Errorf("complete delivery %s: %w", id, err)
 	}
-	if _, err := s.outbox.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+	var d Delivery
+	err := s.outbox.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("complete delivery %s: %w", id, classify(err))
 	}
-	return nil
+	return s.next(ctx, &d)
 }
 
-// RetryDelivery records a failed attempt and when to try again.
+// next makes the delivery after d pending, if d was the head of a ticket's
+// queue (deliveries queued before ordering existed carry no ticket).
+func (s *Store) next(ctx context.Context, d *Delivery) error {
+	if d.TicketID.IsZero() {
+		return nil
+	}
+	unlock := s.locks.lock(d.TicketID)
+	defer unlock()
+	return s.ensureHead(ctx, d.TicketID, d.Sink)
+}
+
+// RetryDelivery records a failed attempt and when to try again. The
+// ticket's later deliveries to the sink keep waiting.
 func (s *Store) RetryDelivery(ctx context.Context, id string, cause error, at time.Time) error {
 	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{
 		{Key: "nextAttemptAt", Value: at.UTC().Truncate(time.Millisecond)},
@@ -251,23 +386,42 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, cause error, at ti
 }
 
 // KillDelivery moves an entry to the dead-letter state: no more attempts
-// until an operator requeues it.
+// until an operator requeues it. The ticket's next delivery to the sink
+// becomes pending.
 func (s *Store) KillDelivery(ctx context.Context, id string, cause error) error {
-	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{
-		{Key: "state", Value: DeliveryDead},
-		{Key: "lastError", Value: cause.Error()},
-	})
+	var d Delivery
+	err := s.outbox.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: DeliveryDead}, {Key: "lastError", Value: cause.Error()}}}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("kill delivery %s: %w", id, classify(err))
+	}
+	return s.next(ctx, &d)
 }
 
-// RequeueDelivery gives a dead entry a fresh set of attempts, now;
-// ErrNotFound when there is no dead entry with that id (a pending one may be
-// in flight and is left alone).
+// RequeueDelivery gives a dead entry a fresh set of attempts, now, and
+// wakes this process's runner for its sink; ErrNotFound when there is no
+// dead entry with that id (a pending one may be in flight and is left
+// alone). A requeued delivery does not wait for its ticket's others: the
+// operator asked for it now.
 func (s *Store) RequeueDelivery(ctx context.Context, id string) error {
-	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: DeliveryDead}}, bson.D{
-		{Key: "state", Value: DeliveryPending},
-		{Key: "attempts", Value: 0},
-		{Key: "nextAttemptAt", Value: s.nowUTC()},
-	})
+	var d Delivery
+	err := s.outbox.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: DeliveryDead}},
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: "state", Value: DeliveryPending},
+			{Key: "attempts", Value: 0},
+			{Key: "nextAttemptAt", Value: s.nowUTC()},
+		}}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("requeue delivery %s: %w", id, classify(err))
+	}
+	s.wake(d.Sink)
+	return nil
 }
 
 func (s *Store) setDelivery(ctx context.Context, filter, set bson.D) error {
@@ -278,6 +432,52 @@ func (s *Store) setDelivery(ctx context.Context, filter, set bson.D) error {
 	if res.MatchedCount == 0 {
 		return ErrNotFound
 	}
+	return nil
+}
+
+// RecordDeliveryOutcome announces on the ticket whether a sink delivered a
+// response to the customer: EventResponseDelivered, or
+// EventResponseUndelivered with reason in Note, with Origin the sink and
+// ResponseID the response. Only a response.added delivery of a response
+// that is not an internal note is announced; anything else is a no-op.
+// The event's id is derived from the delivery and the outcome, so
+// recording it again (a retry after a crash) queues nothing new. Like
+// thread bookkeeping, it is not a change of the ticket: __v, updatedAt and
+// the audit log stay as they are.
+func (s *Store) RecordDeliveryOutcome(ctx context.Context, d *Delivery, delivered bool, reason string) error {
+	e := d.Event
+	if e.Kind != EventResponseAdded || e.ResponseID == nil {
+		return nil
+	}
+	t, err := s.load(ctx, e.TicketID, withoutHistory)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record outcome of %s: %w", d.ID, err)
+	}
+	i := slices.IndexFunc(t.Response, func(r Response) bool { return r.ID == *e.ResponseID })
+	if i < 0 || t.Response[i].Internal {
+		return nil
+	}
+	kind := EventResponseDelivered
+	if !delivered {
+		kind = EventResponseUndelivered
+	} else {
+		reason = ""
+	}
+	sum := sha256.Sum256([]byte(d.ID + "|" + string(kind)))
+	var eid bson.ObjectID
+	copy(eid[:], sum[:])
+	out := Event{ID: eid, Kind: kind, TicketID: e.TicketID, ResponseID: e.ResponseID, ActorType: CreatorSystem,
+		At: s.nowUTC(), Origin: Source(d.Sink), Seq: eventSeq(t.V, 15), Note: reason}
+	unlock := s.locks.lock(e.TicketID)
+	defer unlock()
+	if _, err := s.tickets.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.TicketID}},
+		bson.D{{Key: "$push", Value: bson.D{{Key: "outbox", Value: out}}}}); err != nil {
+		return fmt.Errorf("record outcome of %s: %w", d.ID, classify(err))
+	}
+	s.signal(e.TicketID)
 	return nil
 }
 

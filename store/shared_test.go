@@ -113,19 +113,29 @@ func TestTwoDaemonsShareMongoDB(t *testing.T) {
 	if len(got.Response) != 40 || got.V != 40 {
 		t.Errorf("%d responses, __v %d; want 40 and 40", len(got.Response), got.V)
 	}
-	if _, err := a.RelayAll(ctx, []string{"email"}); err != nil {
+	for _, s := range []*Store{a, b} {
+		if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.RelayAll(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The ticket's 41 deliveries go out one at a time: each claimer
+	// completes what it claims; none is claimed twice.
 	claimed := map[string]int{}
 	var mu sync.Mutex
+	total := func() int { mu.Lock(); defer mu.Unlock(); return len(claimed) }
+	deadline := time.Now().Add(time.Minute)
 	for _, s := range []*Store{a, b} {
 		wg.Add(1)
 		go func(s *Store) {
 			defer wg.Done()
-			for {
+			for total() < 41 && time.Now().Before(deadline) {
 				d, err := s.ClaimDelivery(ctx, "email", time.Minute)
 				if errors.Is(err, ErrNotFound) {
-					return
+					time.Sleep(time.Millisecond) // the other holds the head
+					continue
 				}
 				if err != nil {
 					t.Error(err)
@@ -134,6 +144,10 @@ func TestTwoDaemonsShareMongoDB(t *testing.T) {
 				mu.Lock()
 				claimed[d.ID]++
 				mu.Unlock()
+				if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+					t.Error(err)
+					return
+				}
 			}
 		}(s)
 	}

@@ -75,6 +75,10 @@ type Store struct {
 	readyMu sync.Mutex
 	ready   map[string]chan struct{} // per sink: deliveries were queued
 
+	daemonID string // this process, in the daemons collection
+	sinksMu  sync.Mutex
+	sinks    []string // the deployment's sinks; nil until JoinDeployment
+
 	closers   []func(context.Context) error
 	closeOnce sync.Once
 	closeErr  error
@@ -95,6 +99,7 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 		keys:      db.Collection(colKeys),
 		outbox:    db.Collection(colOutbox),
 		pending:   make(chan bson.ObjectID, 4096),
+		daemonID:  bson.NewObjectID().Hex(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -122,7 +127,7 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colQuarantine, colIgnored}
+		colMailboxes, colAttachments, colQuarantine, colIgnored, colDeployment, colDaemons}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which
@@ -154,7 +159,10 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		s.agents:             {{"email", bson.D{asc("email")}, false}},
 		s.col(colQuarantine): {{"received", bson.D{desc("receivedAt")}, false}},
 		s.col(colIgnored):    {{"at", bson.D{desc("at")}, false}},
-		s.outbox:             {{"sink_state_next", bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}, false}},
+		s.outbox: {
+			{"sink_state_next", bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}, false},
+			{"sink_ticket_state_seq", bson.D{asc("sink"), asc("ticketId"), asc("state"), asc("seq")}, false},
+		},
 	}
 	for col, specs := range idx {
 		// Create only the indexes that are missing: the embedded server
@@ -219,6 +227,9 @@ func (s *Store) Ping(ctx context.Context) error {
 // any. Later calls return the first call's result.
 func (s *Store) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
+		if _, joined := s.Sinks(); joined {
+			s.leave(ctx)
+		}
 		errs := []error{s.client.Disconnect(ctx)}
 		for i := len(s.closers) - 1; i >= 0; i-- {
 			errs = append(errs, s.closers[i](ctx))

@@ -20,6 +20,14 @@ var (
 	agent = store.Actor{ID: bson.NewObjectID(), Type: store.CreatorAdmin}
 )
 
+// join makes s a daemon of a deployment with these sinks.
+func join(t *testing.T, s *store.Store, sinks ...string) {
+	t.Helper()
+	if _, err := s.JoinDeployment(context.Background(), sinks); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newTicket(t *testing.T, s *store.Store, team, subject string) *store.Ticket {
 	t.Helper()
 	tk, created, err := s.CreateTicket(context.Background(), store.NewTicket{
@@ -342,35 +350,40 @@ func TestRelayMovesEventsOncePerSinkAndQueueWorks(t *testing.T) {
 	if _, _, err := s.AddResponse(ctx, tk.ID, store.AllTickets, store.NewResponse{Author: agent, Description: "hi"}); err != nil {
 		t.Fatal(err)
 	}
-	sinks := []string{"email", "slack"}
-	n, err := s.RelayAll(ctx, sinks)
+	join(t, s, "email", "slack")
+	n, err := s.RelayAll(ctx)
 	if err != nil || n != 2 {
 		t.Fatalf("relayed %d events (%v), want 2", n, err)
 	}
-	if n, _ := s.RelayAll(ctx, sinks); n != 0 {
+	if n, _ := s.RelayAll(ctx); n != 0 {
 		t.Errorf("second relay moved %d events", n)
 	}
 	got, _ := s.Ticket(ctx, tk.ID, store.AllTickets)
 	if len(got.Outbox) != 0 {
 		t.Errorf("ticket still holds %d events", len(got.Outbox))
 	}
-	if n, _ := s.CountDeliveries(ctx, store.DeliveryPending); n != 4 {
-		t.Errorf("want 4 deliveries (2 events x 2 sinks), got %d", n)
+	// Per sink, the ticket's first delivery is pending, the second waits
+	// for it.
+	if n, _ := s.CountDeliveries(ctx, store.DeliveryPending); n != 2 {
+		t.Errorf("want 2 pending deliveries (1 per sink), got %d", n)
+	}
+	if n, _ := s.CountDeliveries(ctx, store.DeliveryWaiting); n != 2 {
+		t.Errorf("want 2 waiting deliveries (1 per sink), got %d", n)
 	}
 
 	d, err := s.ClaimDelivery(ctx, "email", time.Minute)
 	if err != nil || d.Event.Kind != store.EventTicketCreated || d.Attempts != 1 {
 		t.Fatalf("claim: %+v %v", d, err)
 	}
-	d2, err := s.ClaimDelivery(ctx, "email", time.Minute)
-	if err != nil || d2.ID == d.ID {
-		t.Fatalf("second claim must take the other entry: %+v %v", d2, err)
-	}
 	if _, err := s.ClaimDelivery(ctx, "email", time.Minute); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("leased entries must not be claimed again, got %v", err)
+		t.Errorf("the ticket's second delivery must wait for the leased first, got %v", err)
 	}
 	if err := s.CompleteDelivery(ctx, d.ID); err != nil {
 		t.Fatal(err)
+	}
+	d2, err := s.ClaimDelivery(ctx, "email", time.Minute)
+	if err != nil || d2.ID == d.ID || d2.Event.Kind != store.EventResponseAdded {
+		t.Fatalf("second claim must take the next entry: %+v %v", d2, err)
 	}
 	if err := s.RetryDelivery(ctx, d2.ID, errors.New("smtp 451"), time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
@@ -386,8 +399,18 @@ func TestRelayMovesEventsOncePerSinkAndQueueWorks(t *testing.T) {
 	if err != nil || len(dead) != 1 || dead[0].ID != d3.ID {
 		t.Fatalf("dead letters: %+v %v", dead, err)
 	}
+	ready := s.DeliveriesReady("email")
+	select { // drain the relay's signal
+	case <-ready:
+	default:
+	}
 	if err := s.RequeueDelivery(ctx, d3.ID); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-ready:
+	default:
+		t.Error("requeue did not wake the sink's runner")
 	}
 	if d4, err := s.ClaimDelivery(ctx, "email", time.Minute); err != nil || d4.ID != d3.ID || d4.Attempts != 1 {
 		t.Errorf("requeued: %+v %v", d4, err)
@@ -398,7 +421,8 @@ func TestRunRelayDeliversSignalledWritesPromptly(t *testing.T) {
 	s := storetest.Open(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.RunRelay(ctx, []string{"email"}, time.Hour) }()
+	join(t, s, "email")
+	go func() { done <- s.RunRelay(ctx, time.Hour) }()
 	newTicket(t, s, "t", "x")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -446,6 +470,7 @@ func TestCustomersAndAgents(t *testing.T) {
 
 func TestMessageIDsThreadAndWakeNotifiers(t *testing.T) {
 	s := storetest.Open(t)
+	join(t, s, "email")
 	ctx := context.Background()
 	tk := newTicket(t, s, "t", "x")
 	for _, id := range []string{"<First@Mail.example>", "second@x", "<first@mail.example>"} {
@@ -464,7 +489,7 @@ func TestMessageIDsThreadAndWakeNotifiers(t *testing.T) {
 		t.Errorf("unknown message id: %v", err)
 	}
 	ready := s.DeliveriesReady("email")
-	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+	if _, err := s.RelayTicket(ctx, tk.ID); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -595,6 +620,7 @@ func TestWritesReturnWhatTheyStored(t *testing.T) {
 // added between two replies, a relay, many writers at once.
 func TestRecentTicketStateStaysCoherent(t *testing.T) {
 	s := storetest.Open(t)
+	join(t, s, "email")
 	ctx := context.Background()
 	tk := newTicket(t, s, "t", "hot")
 	reply := func(d string) *store.Ticket {
@@ -608,7 +634,7 @@ func TestRecentTicketStateStaysCoherent(t *testing.T) {
 	if err := s.AddMessageID(ctx, tk.ID, "<between@x>"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+	if _, err := s.RelayTicket(ctx, tk.ID); err != nil {
 		t.Fatal(err)
 	}
 	got := reply("two")
@@ -630,9 +656,10 @@ func TestRecentTicketStateStaysCoherent(t *testing.T) {
 // dead deliveries.
 func TestCompletedDeliveriesAreNotRequeued(t *testing.T) {
 	s := storetest.Open(t)
+	join(t, s, "email")
 	ctx := context.Background()
 	tk := newTicket(t, s, "t", "x")
-	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+	if _, err := s.RelayTicket(ctx, tk.ID); err != nil {
 		t.Fatal(err)
 	}
 	d, err := s.ClaimDelivery(ctx, "email", time.Minute)
@@ -651,7 +678,7 @@ func TestCompletedDeliveriesAreNotRequeued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RelayTicket(ctx, tk.ID, []string{"email"}); err != nil {
+	if _, err := s.RelayTicket(ctx, tk.ID); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := s.CountDeliveries(ctx, store.DeliveryPending); n != 0 {

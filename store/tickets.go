@@ -92,7 +92,7 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 		SourceKey:   in.SourceKey,
 		Attachments: in.Attachments,
 		Logs:        []LogEntry{logEntry(id, in.Creator, now, "Ticket created")},
-		Outbox:      []Event{{ID: bson.NewObjectID(), Kind: EventTicketCreated, TicketID: id, ActorID: in.Creator.ID, ActorType: in.Creator.Type, At: now}},
+		Outbox:      []Event{{ID: bson.NewObjectID(), Kind: EventTicketCreated, TicketID: id, ActorID: in.Creator.ID, ActorType: in.Creator.Type, At: now, Origin: in.Source}},
 	}
 	if h := headerMessageID(in.MessageID); h != "" {
 		t.MessageIDs = []string{h}
@@ -185,9 +185,11 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 			what = "Internal note added by admin"
 		}
 		c.log(in.Author, what)
-		c.announce(Event{Kind: EventResponseAdded, ResponseID: &r.ID, ActorID: in.Author.ID, ActorType: in.Author.Type})
+		c.announce(Event{Kind: EventResponseAdded, ResponseID: &r.ID, ActorID: in.Author.ID, ActorType: in.Author.Type, Origin: in.Source})
 		if in.Author.Type == CreatorCustomer && t.Status.Finished() {
-			c.setStatus(t, StatusOpen, in.Author, " (reopened by customer reply)")
+			by := in.Author
+			by.Via = in.Source // the reopen came through the reply's channel
+			c.setStatus(t, StatusOpen, by, " (reopened by customer reply)")
 		}
 		added = true
 		return nil
@@ -231,7 +233,7 @@ func (s *Store) UpdateTicket(ctx context.Context, id bson.ObjectID, scope Scope,
 			to := *u.Priority
 			c.set("priority", to, func(t *Ticket) { t.Priority = to })
 			c.log(by, fmt.Sprintf("Priority changed from %s to %s", t.Priority, *u.Priority))
-			c.announce(Event{Kind: EventPriorityChanged, ActorID: by.ID, ActorType: by.Type, From: string(t.Priority), To: string(*u.Priority)})
+			c.announce(Event{Kind: EventPriorityChanged, ActorID: by.ID, ActorType: by.Type, Origin: by.Via, From: string(t.Priority), To: string(*u.Priority)})
 		}
 		if u.Category != nil && *u.Category != t.Category {
 			to := *u.Category
@@ -411,6 +413,7 @@ func (s *Store) load(ctx context.Context, id bson.ObjectID, projection bson.D) (
 type change struct {
 	ticketID bson.ObjectID
 	now      time.Time
+	v        int64             // the ticket's __v after this change
 	fields   bson.D            // $set, besides updatedAt
 	applies  []func(t *Ticket) // the same field changes, on the loaded ticket
 	response *Response
@@ -454,13 +457,14 @@ func (c *change) announce(e Event) {
 	e.ID = bson.NewObjectID()
 	e.TicketID = c.ticketID
 	e.At = c.now
+	e.Seq = eventSeq(c.v, len(c.events))
 	c.events = append(c.events, e)
 }
 
 func (c *change) setStatus(t *Ticket, to Status, by Actor, why string) {
 	c.set("status", to, func(t *Ticket) { t.Status = to })
 	c.log(by, fmt.Sprintf("Status changed from %s to %s%s", t.Status, to, why))
-	c.announce(Event{Kind: EventStatusChanged, ActorID: by.ID, ActorType: by.Type, From: string(t.Status), To: string(to)})
+	c.announce(Event{Kind: EventStatusChanged, ActorID: by.ID, ActorType: by.Type, Origin: by.Via, From: string(t.Status), To: string(to)})
 }
 
 func (c *change) update() bson.D {
@@ -487,6 +491,11 @@ func (c *change) update() bson.D {
 	}
 	return u
 }
+
+// eventSeq is the order of the i-th event of the change that made the
+// ticket's __v v. Writes to a ticket are serialized by __v (the lock, or the
+// compare on a shared MongoDB), so the order is the same on every daemon.
+func eventSeq(v int64, i int) int64 { return v*16 + int64(min(i, 15)) }
 
 func logEntry(ticket bson.ObjectID, by Actor, at time.Time, what string) LogEntry {
 	who := "system"
@@ -523,7 +532,7 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		if expectV != nil && *expectV != t.V {
 			return nil, fmt.Errorf("ticket %s is at __v %d, not %d: %w", id.Hex(), t.V, *expectV, ErrConflict)
 		}
-		c := &change{ticketID: id, now: s.nowUTC()}
+		c := &change{ticketID: id, now: s.nowUTC(), v: t.V + 1}
 		if err := apply(t, c.now, c); err != nil {
 			return nil, err
 		}

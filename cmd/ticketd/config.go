@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	emailout "github.com/ticketd/ticketd/notify/email"
 )
 
 // Config is the whole configuration file. Every key, its default and its
@@ -72,6 +74,17 @@ type OutboxConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+}
+
+// sinks is the deployment's set of notification sinks, derived from the
+// configuration alone (never from which workers this daemon runs), so that
+// every daemon of a deployment relays events for the same set.
+func (c Config) sinks() []string {
+	var sinks []string
+	if c.Email.Enabled {
+		sinks = append(sinks, emailout.Sink)
+	}
+	return sinks
 }
 
 func defaultConfig() Config {

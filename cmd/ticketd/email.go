@@ -137,10 +137,10 @@ func replySecret(jwtSecret []byte) []byte {
 }
 
 // startEmail starts the inbound source and the outbound notifier as
-// workers and returns the sink the relay must queue deliveries for.
-func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) ([]string, error) {
+// workers.
+func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) error {
 	if !cfg.Enabled {
-		return nil, nil
+		return nil
 	}
 	cfg.complete()
 	signer := replytoken.New(replySecret(secret))
@@ -148,7 +148,7 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	out.Signer = signer
 	notifier, err := emailout.New(out, st, log)
 	if err != nil {
-		return nil, fmt.Errorf("email.outbound: %w", err)
+		return fmt.Errorf("email.outbound: %w", err)
 	}
 	in := cfg.Inbound
 	in.ReplySigner = signer
@@ -156,7 +156,7 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	in.OwnAddresses = append(append([]string{}, in.OwnAddresses...), cfg.Address, out.From)
 	source, err := emailin.New(st, in)
 	if err != nil {
-		return nil, fmt.Errorf("email.inbound: %w", err)
+		return fmt.Errorf("email.inbound: %w", err)
 	}
 	reg.MustRegister(
 		newStatsCollector("ticketd_email_inbound_messages_total", "Inbound mail by outcome (tickets, responses, duplicates, ignored, quarantined, ...).", source.Stats),
@@ -164,5 +164,5 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	)
 	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
 	runWorker(ctx, wg, log, "email-inbound", source.Run)
-	return []string{emailout.Sink}, nil
+	return nil
 }

@@ -97,12 +97,21 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var workers sync.WaitGroup
-	sinks, err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg)
+	// The relay queues for the deployment's sinks, from the configuration
+	// (identical on every daemon), whatever workers run here.
+	sinks := cfg.sinks()
+	joined, err := st.JoinDeployment(ctx, sinks)
 	if err != nil {
+		return fmt.Errorf("join the deployment: %w", err)
+	}
+	if joined.Changed {
+		log.Warn("the deployment's notification sinks changed; this daemon's configuration is now the deployment's", "from", joined.Previous, "to", sinks)
+	}
+	if err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg); err != nil {
 		return err
 	}
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
-		return st.RunRelay(ctx, sinks, cfg.Outbox.SweepInterval)
+		return st.RunRelay(ctx, cfg.Outbox.SweepInterval)
 	})
 
 	httpDone := make(chan error, 1)

@@ -34,6 +34,9 @@ func newEnv(t testing.TB, so smtptest.Options) *env {
 	t.Helper()
 	ctx := t.Context()
 	st := storetest.Open(t)
+	if _, err := st.JoinDeployment(ctx, []string{Sink}); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, ctx: ctx, st: st, srv: smtptest.StartWith(t, so), signer: replytoken.New([]byte("test secret"))}
 	var err error
 	if e.cust, _, err = st.FindOrCreateCustomer(ctx, "bob@customer.example", "Bob Customer", ""); err != nil {
@@ -77,7 +80,7 @@ func (e *env) relay() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = e.st.RunRelay(ctx, []string{Sink}, 200*time.Millisecond)
+		_ = e.st.RunRelay(ctx, 200*time.Millisecond)
 	}()
 	e.t.Cleanup(func() { cancel(); <-done })
 }
@@ -209,10 +212,12 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 // queue has no pending entries: everything was sent, skipped or killed.
 func (e *env) idle() {
 	e.t.Helper()
-	if _, err := e.st.RelayAll(e.ctx, []string{Sink}); err != nil {
+	if _, err := e.st.RelayAll(e.ctx); err != nil {
 		e.t.Fatal(err)
 	}
-	eventually(e.t, 10*time.Second, "an empty email queue", func() bool { return len(e.deliveries(store.DeliveryPending)) == 0 })
+	eventually(e.t, 10*time.Second, "an empty email queue", func() bool {
+		return len(e.deliveries(store.DeliveryPending))+len(e.deliveries(store.DeliveryWaiting)) == 0
+	})
 }
 
 // bodyText returns the decoded text/plain part of a message.
