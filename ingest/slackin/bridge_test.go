@@ -457,7 +457,9 @@ func TestEditAndDeleteAfterReplyAreAudited(t *testing.T) {
 	note := d.reply(annID, "// check with QA")
 	d.mustDeliver(note)
 
-	d.mustDeliver(d.f.MessageChangedEvent(slackfake.ChannelID, reply.MessageTS, "The fix ships Tuesday."))
+	edit := d.f.MessageChangedEvent(slackfake.ChannelID, reply.MessageTS, "The fix ships Tuesday.")
+	d.mustDeliver(edit)
+	d.mustDeliver(edit) // redelivered: the event id was recorded, nothing twice
 	d.mustDeliver(d.f.MessageDeletedEvent(slackfake.ChannelID, note.MessageTS))
 
 	tk := d.load()
@@ -558,5 +560,87 @@ func TestLongReplyCutWithWholeTextKept(t *testing.T) {
 	f, err := d.st.Attachment(context.Background(), r.Attachments[0].ID, store.AllTickets)
 	if err != nil || string(f.Data) != "ééééééééééééééé tail" {
 		t.Errorf("whole text: %q %v", f.Data, err)
+	}
+}
+
+// A failure to reach Slack leaves the event unapplied (an error: not acked),
+// and Slack's redelivery applies it once.
+func TestSlackOutageRetriedByRedelivery(t *testing.T) {
+	d := newDesk(t, nil)
+	env := d.reply(annID, "after the outage")
+	d.f.ServerErrorNext("users.info", 1, 503)
+	if _, err := d.deliver(env); err == nil {
+		t.Fatal("no error while users.info failed")
+	}
+	if tk := d.load(); len(tk.Response) != 0 {
+		t.Fatalf("stored without its agent: %+v", tk.Response)
+	}
+	d.mustDeliver(env)
+	if tk := d.load(); len(tk.Response) != 1 {
+		t.Errorf("responses after redelivery: %d", len(tk.Response))
+	}
+}
+
+func TestDeletedTicketIgnored(t *testing.T) {
+	d := newDesk(t, nil)
+	ann, err := d.st.FindOrCreateAgent(context.Background(), "ann@support.test", "Ann", annID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.st.DeleteTicket(context.Background(), d.ticket.ID, store.AllTickets, agentActor(ann)); err != nil {
+		t.Fatal(err)
+	}
+	d.mustDeliver(d.reply(annID, "too late"))
+	d.mustDeliver(d.f.ReactionAddedEvent(annID, "white_check_mark", slackfake.ChannelID, d.rootTS))
+	d.mustDeliver(d.f.BlockActionEnvelope(annID, slackfake.ChannelID, d.rootTS, slackfake.Action{
+		ActionID: slackui.StatusActionID(store.StatusClosed), BlockID: slackui.BlockActions, Type: "button",
+		Value: slackui.Value(d.ticket.ID, string(store.StatusClosed))}))
+	if n := d.b.Counts.Ignored.Load(); n != 3 {
+		t.Errorf("ignored %d, want 3", n)
+	}
+}
+
+// Through the real connection: a thread reply over Socket Mode is stored,
+// then acked; the same envelope delivered again is acked and changes
+// nothing.
+func TestSocketModeReplyOnceAndAcked(t *testing.T) {
+	d := newDesk(t, nil)
+	startSocket(t, d.f, d.b)
+	d.f.WaitConnections(t, 1)
+	env := d.reply(annID, "over the socket")
+	d.f.MustSend(t, env)
+	d.f.WaitAck(t, env.EnvelopeID)
+	if tk := d.load(); len(tk.Response) != 1 || tk.Response[0].Description != "over the socket" {
+		t.Fatalf("responses: %+v", tk.Response)
+	}
+	if err := d.f.Redeliver(env.EnvelopeID); err != nil {
+		t.Fatal(err)
+	}
+	d.f.Until(t, "the redelivered envelope acked", func() bool { return len(d.f.AcksFor(env.EnvelopeID)) == 2 })
+	if tk := d.load(); len(tk.Response) != 1 {
+		t.Errorf("responses after redelivery: %d", len(tk.Response))
+	}
+	if n := d.b.Counts.Deduplicated.Load(); n != 1 {
+		t.Errorf("deduplicated %d", n)
+	}
+}
+
+func TestPlainText(t *testing.T) {
+	d := newDesk(t, nil)
+	for in, want := range map[string]string{
+		"no markup":                                   "no markup",
+		"a &lt;b&gt; &amp;amp;":                       "a <b> &amp;",
+		"ask <@" + annID + "> about it":               "ask @Ann Agent about it",
+		"ask <@U0NOBODY>":                             "ask @U0NOBODY",
+		"ask <@U0NOBODY|nobody>":                      "ask @nobody",
+		"see <#C0AGENTS|support-agents> and <#C0X>":   "see #support-agents and #C0X",
+		"<!here> <!subteam^S1|@oncall> <!channel>":    "@here @oncall @channel",
+		"<https://x.test/a?b=1&amp;c=2|the docs>":     "the docs (https://x.test/a?b=1&c=2)",
+		"<https://x.test> <mailto:a@b.test|a@b.test>": "https://x.test a@b.test",
+		"unclosed <https://x.test":                    "unclosed <https://x.test",
+	} {
+		if got := d.b.plainText(context.Background(), in); got != want {
+			t.Errorf("plainText(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

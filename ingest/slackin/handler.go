@@ -211,6 +211,11 @@ func (h *Bridge) HandleEvent(ctx context.Context, ev slackevents.EventsAPIEvent,
 	default:
 		h.Counts.Ignored.Add(1)
 	}
+	if gone(err) {
+		h.log.Info("slack event on a deleted ticket ignored", "event", eventID, "error", err)
+		h.Counts.Ignored.Add(1)
+		err = nil
+	}
 	if err != nil {
 		return fmt.Errorf("slack event %s (%s): %w", eventID, ev.InnerEvent.Type, err)
 	}
@@ -231,6 +236,11 @@ func (h *Bridge) onMessage(ctx context.Context, e *slackevents.MessageEvent) err
 	}
 	return h.onAgentsMessage(ctx, e)
 }
+
+// gone says whether an error means the ticket was deleted after its thread
+// was made: the lookups by thread answer before, so the store's ErrNotFound
+// can only mean that here. Retrying would not help.
+func gone(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
 // agentActor is how a change by an agent from Slack is recorded.
 func agentActor(a *store.Agent) store.Actor {

@@ -69,7 +69,12 @@ func (h *Bridge) HandleInteraction(ctx context.Context, cb slack.InteractionCall
 		return nil
 	}
 	for _, u := range updates {
-		if _, err := h.o.Store.UpdateTicket(ctx, root, store.AllTickets, u, agentActor(a)); err != nil {
+		_, err := h.o.Store.UpdateTicket(ctx, root, store.AllTickets, u, agentActor(a))
+		if gone(err) {
+			h.Counts.Ignored.Add(1)
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("apply action on ticket %s: %w", root.Hex(), err)
 		}
 	}
