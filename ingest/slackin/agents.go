@@ -79,6 +79,16 @@ func notAgent(u *slack.User, team string) string {
 	return ""
 }
 
+// actingAgent is agent for someone acting in a channel (threadTS: in a
+// thread): a nil agent and nil error when they were refused.
+func (h *Bridge) actingAgent(ctx context.Context, user, channel, threadTS string) (*store.Agent, error) {
+	a, why, err := h.agent(ctx, user)
+	if err == nil && a == nil {
+		h.refuse(ctx, channel, user, threadTS, why)
+	}
+	return a, err
+}
+
 // refuse tells a user, in a message only they see, why nothing changed.
 // threadTS puts it in a thread; empty posts it in the channel.
 func (h *Bridge) refuse(ctx context.Context, channel, user, threadTS, why string) {

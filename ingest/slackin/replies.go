@@ -56,20 +56,14 @@ func (h *Bridge) fromBot(user, botID, subtype string) bool {
 }
 
 // threadTicket returns the ticket whose root message in the agents'
-// channel is the thread a message belongs to; ok=false for a top-level
-// message or a thread that is not a ticket's.
+// channel is the thread a message belongs to; ok=false (counted as
+// ignored) for a top-level message or a thread that is not a ticket's.
 func (h *Bridge) threadTicket(ctx context.Context, channel, ts, threadTS string) (bson.ObjectID, bool, error) {
 	if threadTS == "" || threadTS == ts {
+		h.Counts.Ignored.Add(1)
 		return bson.NilObjectID, false, nil
 	}
-	id, err := h.o.Store.TicketIDByThread(ctx, store.ThreadSlackAgents, slackui.MessageKey(channel, threadTS))
-	if errors.Is(err, store.ErrNotFound) {
-		return bson.NilObjectID, false, nil
-	}
-	if err != nil {
-		return bson.NilObjectID, false, err
-	}
-	return id, true, nil
+	return h.rootTicket(ctx, channel, threadTS)
 }
 
 // onAgentReply stores a human's reply in a ticket thread as that agent's
@@ -82,18 +76,11 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 	}
 	ticketID, ok, err := h.threadTicket(ctx, e.Channel, e.TimeStamp, e.ThreadTimeStamp)
 	if err != nil || !ok {
-		if err == nil {
-			h.Counts.Ignored.Add(1)
-		}
 		return err
 	}
-	a, why, err := h.agent(ctx, e.User)
-	if err != nil {
+	a, err := h.actingAgent(ctx, e.User, e.Channel, e.ThreadTimeStamp)
+	if err != nil || a == nil {
 		return err
-	}
-	if a == nil {
-		h.refuse(ctx, e.Channel, e.User, e.ThreadTimeStamp, why)
-		return nil
 	}
 	key := slackui.SourceKey(e.Channel, e.TimeStamp)
 	text, internal := h.intent(e.Text)
@@ -209,9 +196,6 @@ func (h *Bridge) onAgentMessageGone(ctx context.Context, channel string, msg, pr
 	}
 	ticketID, ok, err := h.threadTicket(ctx, channel, msg.Timestamp, msg.ThreadTimestamp)
 	if err != nil || !ok {
-		if err == nil {
-			h.Counts.Ignored.Add(1)
-		}
 		return err
 	}
 	t, err := h.o.Store.Ticket(ctx, ticketID, store.AllTickets)

@@ -39,9 +39,6 @@ func (h *Bridge) HandleInteraction(ctx context.Context, cb slack.InteractionCall
 	}
 	root, ok, err := h.rootTicket(ctx, channel, cb.Container.MessageTs)
 	if err != nil || !ok {
-		if err == nil {
-			h.Counts.Ignored.Add(1)
-		}
 		return err
 	}
 	var updates []store.TicketUpdate
@@ -60,13 +57,9 @@ func (h *Bridge) HandleInteraction(ctx context.Context, cb slack.InteractionCall
 		h.Counts.Ignored.Add(1)
 		return nil
 	}
-	a, why, err := h.agent(ctx, cb.User.ID)
-	if err != nil {
+	a, err := h.actingAgent(ctx, cb.User.ID, channel, "")
+	if err != nil || a == nil {
 		return err
-	}
-	if a == nil {
-		h.refuse(ctx, channel, cb.User.ID, "", why)
-		return nil
 	}
 	for _, u := range updates {
 		_, err := h.o.Store.UpdateTicket(ctx, root, store.AllTickets, u, agentActor(a))
@@ -105,13 +98,15 @@ func actionUpdate(a *slack.BlockAction, root bson.ObjectID) (store.TicketUpdate,
 }
 
 // rootTicket returns the ticket whose root message in the agents' channel
-// is channel/ts; ok=false for any other message.
+// is channel/ts; ok=false (counted as ignored) for any other message.
 func (h *Bridge) rootTicket(ctx context.Context, channel, ts string) (bson.ObjectID, bool, error) {
 	if channel != h.o.Channel || ts == "" {
+		h.Counts.Ignored.Add(1)
 		return bson.NilObjectID, false, nil
 	}
 	id, err := h.o.Store.TicketIDByThread(ctx, store.ThreadSlackAgents, slackui.MessageKey(channel, ts))
 	if errors.Is(err, store.ErrNotFound) {
+		h.Counts.Ignored.Add(1)
 		return bson.NilObjectID, false, nil
 	}
 	if err != nil {
@@ -130,18 +125,11 @@ func (h *Bridge) onReaction(ctx context.Context, e *slackevents.ReactionAddedEve
 	}
 	root, ok, err := h.rootTicket(ctx, e.Item.Channel, e.Item.Timestamp)
 	if err != nil || !ok {
-		if err == nil {
-			h.Counts.Ignored.Add(1)
-		}
 		return err
 	}
-	a, why, err := h.agent(ctx, e.User)
-	if err != nil {
+	a, err := h.actingAgent(ctx, e.User, e.Item.Channel, "")
+	if err != nil || a == nil {
 		return err
-	}
-	if a == nil {
-		h.refuse(ctx, e.Item.Channel, e.User, "", why)
-		return nil
 	}
 	var u store.TicketUpdate
 	switch e.Reaction {
