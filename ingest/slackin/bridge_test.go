@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
@@ -548,17 +549,19 @@ func TestAttachmentsStoredAndLimited(t *testing.T) {
 }
 
 func TestLongReplyCutWithWholeTextKept(t *testing.T) {
-	d := newDesk(t, func(o *Options) { o.MaxDescription = 10 })
-	d.mustDeliver(d.reply(annID, "ééééééééééééééé tail"))
+	d := newDesk(t, func(o *Options) { o.MaxDescription = 100 })
+	long := strings.Repeat("é", 150) + " tail"
+	d.mustDeliver(d.reply(annID, long))
 	r := d.load().Response[0]
-	if !strings.HasPrefix(r.Description, "éééééééééé\n\n[message cut at 10 characters") {
-		t.Errorf("text: %q", r.Description)
+	if n := utf8.RuneCountInString(r.Description); n > 100 || !strings.HasPrefix(r.Description, "éééé") ||
+		!strings.HasSuffix(r.Description, "[message cut; the whole text is attached as "+fullTextName+"]") {
+		t.Errorf("text (%d characters): %q", n, r.Description)
 	}
 	if len(r.Attachments) != 1 || r.Attachments[0].Filename != fullTextName {
 		t.Fatalf("attachments: %+v", r.Attachments)
 	}
 	f, err := d.st.Attachment(context.Background(), r.Attachments[0].ID, store.AllTickets)
-	if err != nil || string(f.Data) != "ééééééééééééééé tail" {
+	if err != nil || string(f.Data) != long {
 		t.Errorf("whole text: %q %v", f.Data, err)
 	}
 }

@@ -93,17 +93,13 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 	if err != nil {
 		return err
 	}
-	text, whole := cutToMaxDescription(text, h.o.MaxDescription)
+	text, whole := withNotes(text, notes, h.o.MaxDescription)
 	if whole != "" {
 		f, err := h.saveFullText(ctx, ticketID, key, whole)
 		if err != nil {
 			return err
 		}
 		stored = append(stored, f)
-		notes = append(notes, fmt.Sprintf("[message cut at %d characters; the whole text is attached as %s]", h.o.MaxDescription, f.Filename))
-	}
-	if len(notes) > 0 {
-		text = strings.TrimSpace(text + "\n\n" + strings.Join(notes, "\n"))
 	}
 	if text == "" && len(stored) == 0 {
 		h.Counts.Ignored.Add(1) // a bare note prefix: nothing to store
