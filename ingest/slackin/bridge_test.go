@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"unicode/utf8"
 
@@ -645,5 +646,64 @@ func TestPlainText(t *testing.T) {
 		if got := d.b.plainText(context.Background(), in); got != want {
 			t.Errorf("plainText(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// slowDownloads holds file downloads until released, counting them.
+type slowDownloads struct {
+	SlackAPI
+	started chan struct{}
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (s *slowDownloads) GetFileContext(ctx context.Context, url string, w io.Writer) error {
+	if s.calls.Add(1) == 1 {
+		close(s.started)
+	}
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.SlackAPI.GetFileContext(ctx, url, w)
+}
+
+// A reply whose files take longer than the connection's deadline is still
+// stored (unacked), and the redelivery finds it without downloading again.
+func TestSlowDownloadOutlastsTheDeadline(t *testing.T) {
+	slow := &slowDownloads{started: make(chan struct{}), release: make(chan struct{})}
+	d := newDesk(t, func(o *Options) {
+		slow.SlackAPI = o.Slack
+		o.Slack = slow
+	})
+	file := d.f.AddFile("trace.txt", "text/plain", []byte("trace"))
+	env := d.reply(annID, "// trace attached", file.ID)
+	ev, err := slackevents.ParseEvent(env.Payload, slackevents.OptionNoVerifyToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.b.HandleEvent(hctx, ev, eventID(ev)) }()
+	<-slow.started
+	cancel() // the connection's deadline passes during the download
+	close(slow.release)
+	if err := <-done; err == nil {
+		t.Error("HandleEvent reported success past its deadline: the event would be acked")
+	}
+	r := d.load().Response
+	if len(r) != 1 || len(r[0].Attachments) != 1 || r[0].Attachments[0].Filename != "trace.txt" {
+		t.Fatalf("responses: %+v", r)
+	}
+	d.mustDeliver(env) // Slack's redelivery
+	if n := slow.calls.Load(); n != 1 {
+		t.Errorf("%d downloads, want 1", n)
+	}
+	if len(d.load().Response) != 1 {
+		t.Error("stored twice")
+	}
+	if m, _ := d.f.Message(slackfake.ChannelID, env.MessageTS); !slices.Equal(reactions(m), []string{"lock"}) {
+		t.Errorf("reactions on the note: %v", reactions(m))
 	}
 }

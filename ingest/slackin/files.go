@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/slack-go/slack"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -16,6 +17,10 @@ import (
 // maxFilesPerMessage bounds the downloads one message causes (Slack itself
 // allows 10 files per message).
 const maxFilesPerMessage = 10
+
+// filesTimeout bounds the work on a reply with files: downloads and the
+// store, past the connection's deadline if need be.
+const filesTimeout = 2 * time.Minute
 
 // fullTextName is the file that keeps a message cut to MaxDescription whole.
 const fullTextName = "original-message.txt"

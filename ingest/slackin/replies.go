@@ -84,11 +84,27 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 	}
 	key := slackui.SourceKey(e.Channel, e.TimeStamp)
 	text, internal := h.intent(e.Text)
-	text = h.plainText(ctx, text)
 	var files []slack.File
 	if e.Message != nil {
 		files = e.Message.Files
 	}
+	if len(files) > 0 {
+		// Downloads may outlast the connection's deadline (Slack wants an
+		// answer within 3 s): the reply is then stored anyway, unacked, and
+		// Slack's redelivery finds it stored without downloading again.
+		stored, err := h.storedReply(ctx, ticketID, key)
+		if err != nil || stored {
+			if stored {
+				h.Counts.Deduplicated.Add(1)
+				return h.reactIfNote(ctx, internal, e.Channel, e.TimeStamp)
+			}
+			return err
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), filesTimeout)
+		defer cancel()
+	}
+	text = h.plainText(ctx, text)
 	stored, notes, err := h.attachments(ctx, ticketID, key, files)
 	if err != nil {
 		return err
@@ -121,12 +137,43 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 	} else {
 		h.Counts.Deduplicated.Add(1)
 	}
-	if internal {
-		// Also when the reply was stored before: a crash may have come
-		// between the store and the reaction.
-		return h.react(ctx, reactionNote, e.Channel, e.TimeStamp)
+	return h.reactIfNote(ctx, internal, e.Channel, e.TimeStamp)
+}
+
+// reactIfNote marks an internal note with a lock; also when the note was
+// stored before, as a crash may have come between the store and the
+// reaction.
+func (h *Bridge) reactIfNote(ctx context.Context, internal bool, channel, ts string) error {
+	if !internal {
+		return nil
 	}
-	return nil
+	return h.react(ctx, reactionNote, channel, ts)
+}
+
+// storedReply says whether the ticket has the response made from a Slack
+// message already.
+func (h *Bridge) storedReply(ctx context.Context, ticketID bson.ObjectID, key string) (bool, error) {
+	_, err := h.storedResponse(ctx, ticketID, key)
+	if errors.Is(err, errNoResponse) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+var errNoResponse = errors.New("no response from this Slack message")
+
+// storedResponse returns the response made from a Slack message.
+func (h *Bridge) storedResponse(ctx context.Context, ticketID bson.ObjectID, key string) (*store.Response, error) {
+	t, err := h.o.Store.Ticket(ctx, ticketID, store.AllTickets)
+	if err != nil {
+		return nil, err
+	}
+	for i := range t.Response {
+		if t.Response[i].SourceKey == key {
+			return &t.Response[i], nil
+		}
+	}
+	return nil, errNoResponse
 }
 
 // intent reads whether a reply is meant for the customer or is an internal
@@ -194,21 +241,14 @@ func (h *Bridge) onAgentMessageGone(ctx context.Context, channel string, msg, pr
 	if err != nil || !ok {
 		return err
 	}
-	t, err := h.o.Store.Ticket(ctx, ticketID, store.AllTickets)
-	if err != nil {
-		return err
-	}
 	key := slackui.SourceKey(channel, msg.Timestamp)
-	var r *store.Response
-	for i := range t.Response {
-		if t.Response[i].SourceKey == key {
-			r = &t.Response[i]
-			break
-		}
-	}
-	if r == nil { // never stored (a refused user's message): nothing to say
+	r, err := h.storedResponse(ctx, ticketID, key)
+	if errors.Is(err, errNoResponse) { // never stored (a refused user's message): nothing to say
 		h.Counts.Ignored.Add(1)
 		return nil
+	}
+	if err != nil {
+		return err
 	}
 	by := store.Actor{ID: r.CreatorID, Type: r.CreatorType, Via: store.SourceSlack}
 	kind, aKind, keeps := "reply", "a reply", "The customer has the original; to correct it, reply again."
