@@ -83,8 +83,8 @@ type Options struct {
 	BotUserID, BotID, TeamID string
 	// ReplyDefault: empty means ReplyCustomer.
 	ReplyDefault ReplyDefault
-	// NotePrefix marks an internal note when ReplyDefault is customer;
-	// empty means DefaultNotePrefix.
+	// NotePrefix starts an internal note (with either ReplyDefault; it is
+	// stripped); empty means DefaultNotePrefix.
 	NotePrefix string
 	// MaxAttachmentBytes: larger files are left out with a note in the
 	// text; 0 means DefaultMaxAttachmentBytes.
