@@ -28,6 +28,7 @@ type Config struct {
 	Outbox  OutboxConfig  `yaml:"outbox"`
 	Log     LogConfig     `yaml:"log"`
 	Email   EmailConfig   `yaml:"email"`
+	Slack   SlackConfig   `yaml:"slack"`
 }
 
 // StoreConfig says where tickets live.
@@ -99,6 +100,7 @@ func defaultConfig() Config {
 		Tickets: TicketsConfig{Categories: []string{"Support", "Billing", "Technical", "Account", "Other"}, MaxSubject: 200, MaxDescription: 20000},
 		Outbox:  OutboxConfig{SweepInterval: time.Minute},
 		Log:     LogConfig{Level: "info", Format: "text"},
+		Slack:   defaultSlackConfig(),
 	}
 }
 
@@ -142,6 +144,9 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	}
 	if v != "" {
 		cfg.Auth.JWTSecret = v
+	}
+	if err := applySlackEnv(&cfg.Slack, getenv); err != nil {
+		return err
 	}
 	return applyEmailEnv(&cfg.Email, getenv)
 }
@@ -222,6 +227,7 @@ func (c *Config) validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
+	c.Slack.validate(bad, c.Tickets.Categories)
 	return errors.Join(errs...)
 }
 

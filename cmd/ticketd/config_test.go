@@ -182,3 +182,71 @@ func TestExampleEmailSectionValidatesWhenEnabled(t *testing.T) {
 		}
 	}
 }
+
+// The slack section: tokens from the environment, what each mode requires,
+// every bad value named with its key path.
+func TestSlackConfig(t *testing.T) {
+	raw, err := os.ReadFile("../../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := strings.Replace(string(raw), "slack:\n  enabled: false", "slack:\n  enabled: true", 1)
+	on = strings.Replace(on, "  channel: \"\"", "  channel: C0AGENTS01", 1)
+	if !strings.Contains(on, "slack:\n  enabled: true") || !strings.Contains(on, "C0AGENTS01") {
+		t.Fatal("example has no slack.enabled: false or channel: \"\" to switch")
+	}
+	tokenFile := filepath.Join(t.TempDir(), "bot")
+	os.WriteFile(tokenFile, []byte("xoxb-from-file\n"), 0o600)
+	env := map[string]string{"TICKETD_SLACK_BOT_TOKEN_FILE": tokenFile, "TICKETD_SLACK_APP_TOKEN": "xapp-1-env"}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := loadConfig(writeFile(t, on), getenv)
+	if err != nil {
+		t.Fatalf("example with slack enabled: %v", err)
+	}
+	if cfg.Slack.BotToken != "xoxb-from-file" || cfg.Slack.AppToken != "xapp-1-env" {
+		t.Errorf("tokens not taken from the environment: %+v", cfg.Slack)
+	}
+
+	// Without the environment the example's empty tokens are reported.
+	_, err = loadConfig(writeFile(t, on), noEnv)
+	for _, key := range []string{"slack.botToken", "slack.appToken"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not name %s: %v", key, err)
+		}
+	}
+
+	p := writeFile(t, `
+slack:
+  enabled: true
+  mode: events
+  botToken: xoxp-user-token
+  appToken: secret-app
+  apiURL: "ftp://slack.com/api"
+  channel: "#support"
+  replyDefault: everyone
+  notePrefix: " // "
+  intakeChannels: [C0INTAKE01, C0INTAKE01, general, C0AGENTS01]
+  channelTeams: {C0ELSEWHERE: acme, C0INTAKE01: ""}
+  intakeCategory: Gossip
+`)
+	_, err = loadConfig(p, noEnv)
+	for _, key := range []string{"slack.signingSecret", "slack.appToken", "slack.botToken", "slack.apiURL", "slack.channel",
+		"slack.replyDefault", "slack.notePrefix", "slack.intakeChannels[1]", "slack.intakeChannels[2]",
+		"slack.channelTeams.C0ELSEWHERE", "slack.channelTeams.C0INTAKE01", "slack.intakeCategory"} {
+		if err == nil || !strings.Contains(err.Error(), key+":") {
+			t.Errorf("error does not name %s: %v", key, err)
+		}
+	}
+	if err != nil && (strings.Contains(err.Error(), "xoxp-user-token") || strings.Contains(err.Error(), "secret-app")) {
+		t.Errorf("error prints a token: %v", err)
+	}
+	p = writeFile(t, "slack: {enabled: true, mode: carrier-pigeon, botToken: xoxb-1, channel: C0AGENTS01}\n")
+	if _, err := loadConfig(p, noEnv); err == nil || !strings.Contains(err.Error(), "slack.mode:") {
+		t.Errorf("bad mode: %v", err)
+	}
+	env = map[string]string{"TICKETD_SLACK_SIGNING_SECRET": strings.Repeat("a", 32)}
+	p = writeFile(t, "slack: {enabled: true, mode: events, botToken: xoxb-1, channel: C0AGENTS01}\n")
+	if _, err := loadConfig(p, func(k string) string { return env[k] }); err != nil {
+		t.Errorf("events mode without an app token: %v", err)
+	}
+}

@@ -4,6 +4,7 @@
 //	ticketd serve [-config FILE]         run the daemon
 //	ticketd token -role R -sub ID ...    mint an API token
 //	ticketd check-config FILE            validate a configuration file
+//	ticketd slack-manifest [-url URL]    print the Slack app manifest
 //	ticketd version                      print the version
 package main
 
@@ -58,6 +59,8 @@ Usage:
   ticketd token -role customer|admin [-sub ID] [-team T] [-ttl 24h] [-config FILE]
                                         mint an API token signed with the daemon's secret
   ticketd check-config FILE             report every invalid value in FILE
+  ticketd slack-manifest [-config FILE] [-mode socket|events] [-url https://HOST]
+                                        print the Slack app manifest for the mode
   ticketd version                       print the version
 
 Run "ticketd COMMAND -help" for a command's flags.
@@ -77,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cmdToken(args[1:], stdout, stderr, getenv)
 	case "check-config":
 		return cmdCheckConfig(args[1:], stdout, stderr, getenv)
+	case "slack-manifest":
+		return cmdSlackManifest(args[1:], stdout, stderr, getenv)
 	case "version":
 		fmt.Fprintln(stdout, "ticketd", version())
 		return nil

@@ -13,6 +13,7 @@ package slackin
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +88,22 @@ func (b *statusBox) get() Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.st
+}
+
+// orDefault is v, or def when v is not positive (a zero option).
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// componentLogger is l (or a discarding logger) tagged with the component.
+func componentLogger(l *slog.Logger, component string) *slog.Logger {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return l.With("component", component)
 }
 
 // apply runs fn with a deadline of timeout, detached from the caller's

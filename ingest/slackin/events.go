@@ -52,17 +52,9 @@ type Events struct {
 
 // NewEvents makes the Events API endpoint.
 func NewEvents(h Handler, opts EventsOptions) *Events {
-	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = DefaultMaxEventBytes
-	}
-	if opts.HandlerTimeout <= 0 {
-		opts.HandlerTimeout = DefaultHandlerTimeout
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Events{h: h, opts: opts, log: log.With("component", "slack-events")}
+	opts.MaxBodyBytes = orDefault(opts.MaxBodyBytes, DefaultMaxEventBytes)
+	opts.HandlerTimeout = orDefault(opts.HandlerTimeout, DefaultHandlerTimeout)
+	return &Events{h: h, opts: opts, log: componentLogger(opts.Logger, "slack-events")}
 }
 
 // Stats returns the counters.

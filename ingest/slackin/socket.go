@@ -57,23 +57,13 @@ func NewSocket(h Handler, opts SocketOptions) *Socket {
 	if opts.APIURL == "" {
 		opts.APIURL = DefaultAPIURL
 	}
-	if opts.ReconnectMin <= 0 {
-		opts.ReconnectMin = DefaultReconnectMin
-	}
+	opts.ReconnectMin = orDefault(opts.ReconnectMin, DefaultReconnectMin)
 	if opts.ReconnectMax < opts.ReconnectMin {
 		opts.ReconnectMax = max(DefaultReconnectMax, opts.ReconnectMin)
 	}
-	if opts.HandlerTimeout <= 0 {
-		opts.HandlerTimeout = DefaultHandlerTimeout
-	}
-	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = DefaultMaxInFlight
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	s := &Socket{h: h, opts: opts, log: log.With("component", "slack-socket")}
+	opts.HandlerTimeout = orDefault(opts.HandlerTimeout, DefaultHandlerTimeout)
+	opts.MaxInFlight = orDefault(opts.MaxInFlight, DefaultMaxInFlight)
+	s := &Socket{h: h, opts: opts, log: componentLogger(opts.Logger, "slack-socket")}
 	s.status.set(StateConnecting, "")
 	return s
 }

@@ -432,3 +432,38 @@ type discard struct{ header http.Header }
 func (d *discard) Header() http.Header         { return d.header }
 func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
+
+// Edits, deletions and the echo of the bot's own posts arrive as Slack sends
+// them, so the handlers' loop protection and audit paths can be tested.
+func TestEditDeleteAndEchoEvents(t *testing.T) {
+	f := slackfake.New(t)
+	got := make(chan socketmode.Event, 16)
+	runSocket(t, f, got)
+	f.WaitConnections(t, 1)
+
+	reply := f.MessageEvent(slackfake.MessageSpec{User: "U1", Text: "original"})
+	f.MustSend(t, f.MessageChangedEvent(slackfake.ChannelID, reply.MessageTS, "edited"))
+	msg := nextOf(t, got, socketmode.EventTypeEventsAPI).Data.(slackevents.EventsAPIEvent).InnerEvent.Data.(*slackevents.MessageEvent)
+	if msg.SubType != "message_changed" || msg.Message == nil || msg.Message.Text != "edited" || msg.Message.Timestamp != reply.MessageTS ||
+		msg.PreviousMessage == nil || msg.PreviousMessage.Text != "original" {
+		t.Fatalf("message_changed = %+v", msg)
+	}
+	f.MustSend(t, f.MessageDeletedEvent(slackfake.ChannelID, reply.MessageTS))
+	msg = nextOf(t, got, socketmode.EventTypeEventsAPI).Data.(slackevents.EventsAPIEvent).InnerEvent.Data.(*slackevents.MessageEvent)
+	if msg.SubType != "message_deleted" || msg.DeletedTimeStamp != reply.MessageTS {
+		t.Fatalf("message_deleted = %+v", msg)
+	}
+	if _, ok := f.Message(slackfake.ChannelID, reply.MessageTS); ok {
+		t.Fatal("deleted message still stored")
+	}
+
+	f.EchoPosts(true)
+	_, ts, err := client(f).PostMessageContext(context.Background(), slackfake.ChannelID, slack.MsgOptionText("from the bot", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg = nextOf(t, got, socketmode.EventTypeEventsAPI).Data.(slackevents.EventsAPIEvent).InnerEvent.Data.(*slackevents.MessageEvent)
+	if msg.TimeStamp != ts || msg.BotID != slackfake.BotID || msg.User != slackfake.BotUserID || msg.Text != "from the bot" {
+		t.Fatalf("echo = %+v", msg)
+	}
+}

@@ -319,34 +319,32 @@ func (f *Fake) dispatch(method string, p url.Values, token string) (map[string]a
 	default:
 		return nil, "invalid_auth"
 	}
+	methods := map[string]func(url.Values) (map[string]any, string){
+		"auth.test":                    f.authTestLocked,
+		"chat.postMessage":             f.postMessageLocked,
+		"chat.update":                  f.updateLocked,
+		"chat.postEphemeral":           f.postEphemeralLocked,
+		"chat.getPermalink":            f.permalinkLocked,
+		"reactions.add":                func(p url.Values) (map[string]any, string) { return f.reactLocked(p, true) },
+		"reactions.remove":             func(p url.Values) (map[string]any, string) { return f.reactLocked(p, false) },
+		"users.info":                   f.userInfoLocked,
+		"conversations.history":        f.historyLocked,
+		"conversations.replies":        f.repliesLocked,
+		"files.getUploadURLExternal":   f.uploadURLLocked,
+		"files.completeUploadExternal": f.completeUploadLocked,
+	}
+	handle, ok := methods[method]
+	if !ok {
+		return nil, "unknown_method"
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	switch method {
-	case "auth.test":
-		return map[string]any{"url": "https://" + TeamDomain + ".slack.com/", "team": "Fake", "user": BotName,
-			"team_id": TeamID, "user_id": BotUserID, "bot_id": BotID}, ""
-	case "chat.postMessage":
-		return f.postMessageLocked(p)
-	case "chat.update":
-		return f.updateLocked(p)
-	case "chat.postEphemeral":
-		return f.postEphemeralLocked(p)
-	case "chat.getPermalink":
-		return f.permalinkLocked(p)
-	case "reactions.add", "reactions.remove":
-		return f.reactLocked(p, method == "reactions.add")
-	case "users.info":
-		return f.userInfoLocked(p)
-	case "conversations.history":
-		return f.historyLocked(p)
-	case "conversations.replies":
-		return f.repliesLocked(p)
-	case "files.getUploadURLExternal":
-		return f.uploadURLLocked(p)
-	case "files.completeUploadExternal":
-		return f.completeUploadLocked(p)
-	}
-	return nil, "unknown_method"
+	return handle(p)
+}
+
+func (f *Fake) authTestLocked(url.Values) (map[string]any, string) {
+	return map[string]any{"url": "https://" + TeamDomain + ".slack.com/", "team": "Fake", "user": BotName,
+		"team_id": TeamID, "user_id": BotUserID, "bot_id": BotID}, ""
 }
 
 func (f *Fake) postMessageLocked(p url.Values) (map[string]any, string) {
