@@ -14,6 +14,7 @@ import (
 
 	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/notify"
 	emailout "github.com/ticketd/ticketd/notify/email"
 	"github.com/ticketd/ticketd/store"
 )
@@ -21,8 +22,9 @@ import (
 // Proven here, where every package is known: the store is what the email
 // bridge needs in both directions.
 var (
-	_ emailin.Store        = (*store.Store)(nil)
-	_ emailout.OutboxStore = (*store.Store)(nil)
+	_ emailin.Store      = (*store.Store)(nil)
+	_ emailout.Store     = (*store.Store)(nil)
+	_ notify.OutboxStore = (*store.Store)(nil)
 )
 
 // EmailConfig configures the email bridge: IMAP in, SMTP out.
@@ -146,7 +148,19 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	signer := replytoken.New(replySecret(secret))
 	out := cfg.Outbound
 	out.Signer = signer
-	notifier, err := emailout.New(out, st, log)
+	adapter, err := emailout.NewAdapter(out, st, log)
+	if err != nil {
+		return fmt.Errorf("email.outbound: %w", err)
+	}
+	ro := out.RunnerOptions()
+	// Whether the customer got an agent's reply is announced, so that the
+	// agent sees it where they wrote it (Slack).
+	ro.Outcome = func(ctx context.Context, d *store.Delivery, delivered bool, reason string) {
+		if err := st.RecordDeliveryOutcome(ctx, d, delivered, reason); err != nil {
+			log.Error("record delivery outcome", "delivery", d.ID, "delivered", delivered, "err", err)
+		}
+	}
+	notifier, err := notify.NewRunner(ro, st, adapter, log)
 	if err != nil {
 		return fmt.Errorf("email.outbound: %w", err)
 	}

@@ -10,19 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ticketd/ticketd/internal/fakeclock"
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/notify"
 	"github.com/ticketd/ticketd/notify/email/smtptest"
 	"github.com/ticketd/ticketd/store"
 	"github.com/ticketd/ticketd/store/storetest"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-var _ OutboxStore = (*store.Store)(nil)
+var _ Store = (*store.Store)(nil)
 
-// env is one test's world: a store, an SMTP server, a customer and an agent.
+// env is one test's world: a store and the runners on a fake clock, an SMTP
+// server, a customer and an agent.
 type env struct {
 	t      testing.TB
 	ctx    context.Context
+	clock  *fakeclock.Clock
+	idled  chan struct{} // a runner drained what was due and waits
 	st     *store.Store
 	srv    *smtptest.Server
 	signer *replytoken.Signer
@@ -33,11 +38,12 @@ type env struct {
 func newEnv(t testing.TB, so smtptest.Options) *env {
 	t.Helper()
 	ctx := t.Context()
-	st := storetest.Open(t)
+	clock := fakeclock.New(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	st, _ := storetest.OpenWith(t, store.OpenOptions{Now: clock.Now})
 	if _, err := st.JoinDeployment(ctx, []string{Sink}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, st: st, srv: smtptest.StartWith(t, so), signer: replytoken.New([]byte("test secret"))}
+	e := &env{t: t, ctx: ctx, clock: clock, idled: make(chan struct{}, 1), st: st, srv: smtptest.StartWith(t, so), signer: replytoken.New([]byte("test secret"))}
 	var err error
 	if e.cust, _, err = st.FindOrCreateCustomer(ctx, "bob@customer.example", "Bob Customer", ""); err != nil {
 		t.Fatal(err)
@@ -48,17 +54,18 @@ func newEnv(t testing.TB, so smtptest.Options) *env {
 	return e
 }
 
-// options point at the test server over plain SMTP on loopback, with
-// short waits.
+// options point at the test server over plain SMTP on loopback. The
+// runner's waits are on the fake clock: nothing is retried until the test
+// moves it (drive).
 func (e *env) options() Options {
 	return Options{
 		SMTP:          SMTPOptions{Host: e.srv.Host(), Port: e.srv.Port(), Security: SecurityPlain, Timeout: 3 * time.Second},
 		From:          "Example Support <support@example.com>",
 		Signer:        e.signer,
-		BackoffBase:   20 * time.Millisecond,
-		BackoffMax:    100 * time.Millisecond,
-		Lease:         5 * time.Second,
-		PollInterval:  200 * time.Millisecond,
+		BackoffBase:   20 * time.Second,
+		BackoffMax:    time.Minute,
+		Lease:         5 * time.Minute,
+		PollInterval:  time.Hour,
 		ShutdownGrace: 2 * time.Second,
 	}
 }
@@ -85,20 +92,18 @@ func (e *env) relay() {
 	e.t.Cleanup(func() { cancel(); <-done })
 }
 
-// running is a Notifier's Run in the background.
+// running is a delivery runner with the email adapter, in the background.
 type running struct {
-	n      *Notifier
+	n      *notify.Runner
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
 }
 
-// stop cancels Run and returns how long it took to return.
-func (r *running) stop(t testing.TB) time.Duration {
+// stop cancels Run and waits for it to return.
+func (r *running) stop(t testing.TB) {
 	t.Helper()
-	var took time.Duration
 	r.once.Do(func() {
-		start := time.Now()
 		r.cancel()
 		select {
 		case err := <-r.done:
@@ -108,26 +113,55 @@ func (r *running) stop(t testing.TB) time.Duration {
 		case <-time.After(30 * time.Second):
 			t.Fatal("Run did not return after cancel")
 		}
-		took = time.Since(start)
 	})
-	return took
 }
 
 func (e *env) start(o Options) *running {
 	return e.startWith(o, e.st)
 }
 
-func (e *env) startWith(o Options, st OutboxStore) *running {
+// startWith runs the email sink as cmd wires it: the adapter under a
+// runner with the options' retry settings, here on the fake clock.
+func (e *env) startWith(o Options, outbox notify.OutboxStore) *running {
 	e.t.Helper()
-	n, err := New(o, st, testLogger(e.t))
+	a, err := NewAdapter(o, e.st, testLogger(e.t))
 	if err != nil {
-		e.t.Fatalf("New: %v", err)
+		e.t.Fatalf("NewAdapter: %v", err)
+	}
+	ro := o.RunnerOptions()
+	ro.Now, ro.After = e.clock.Now, e.clock.After
+	ro.Idle = func() {
+		select {
+		case e.idled <- struct{}{}:
+		default:
+		}
+	}
+	n, err := notify.NewRunner(ro, outbox, a, testLogger(e.t))
+	if err != nil {
+		e.t.Fatalf("NewRunner: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{n: n, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- n.Run(ctx) }()
 	e.t.Cleanup(func() { r.stop(e.t) })
 	return r
+}
+
+// drive moves the fake clock by step each time a runner goes idle, until
+// cond holds: retries and expired leases come due without real waiting.
+func (e *env) drive(what string, step time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		select {
+		case <-e.idled:
+			e.clock.Advance(step)
+		case <-time.After(10 * time.Millisecond): // re-check cond: the work may be done
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 }
 
 // ticket opens a ticket as the customer, by mail, as ingest does: its
@@ -209,14 +243,21 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 }
 
 // idle relays every event still on a ticket, then waits until the email
-// queue has no pending entries: everything was sent, skipped or killed.
+// queue holds nothing but dead letters: everything was sent, skipped or
+// killed. One query counts pending and waiting together: counted apart, a
+// delivery promoted between the two counts would be missed.
 func (e *env) idle() {
 	e.t.Helper()
 	if _, err := e.st.RelayAll(e.ctx); err != nil {
 		e.t.Fatal(err)
 	}
 	eventually(e.t, 10*time.Second, "an empty email queue", func() bool {
-		return len(e.deliveries(store.DeliveryPending))+len(e.deliveries(store.DeliveryWaiting)) == 0
+		n, err := e.st.Database().Collection("outbox").CountDocuments(e.ctx, bson.D{
+			{Key: "sink", Value: Sink}, {Key: "state", Value: bson.D{{Key: "$ne", Value: store.DeliveryDead}}}})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return n == 0
 	})
 }
 

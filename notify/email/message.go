@@ -47,7 +47,7 @@ type skip struct {
 // The recipient is always the ticket's creator, looked up as a customer;
 // without a customer record (a ticket opened with an API token) there is
 // nobody to mail and the delivery completes with a logged reason.
-func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *skip, error) {
+func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *skip, error) {
 	e := d.Event
 	var kind Kind
 	switch e.Kind {
@@ -68,6 +68,8 @@ func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *
 		kind = KindStatus
 	case store.EventPriorityChanged:
 		return nil, &skip{"priority changes are not mailed to customers", true}, nil
+	case store.EventResponseDelivered, store.EventResponseUndelivered:
+		return nil, &skip{"delivery outcomes are for the other sinks", true}, nil
 	default:
 		return nil, &skip{fmt.Sprintf("unknown event kind %q", e.Kind), false}, nil
 	}
@@ -175,7 +177,7 @@ func (n *Notifier) compose(ctx context.Context, d *store.Delivery) (*outgoing, *
 // messageID is the delivery's Message-ID, the same on every attempt, so a
 // receiver that got a message whose acknowledgement we lost drops the
 // repeat: <ticketd.EVENTID@domain>.
-func (n *Notifier) messageID(d *store.Delivery) string {
+func (n *Adapter) messageID(d *store.Delivery) string {
 	return "<ticketd." + d.Event.ID.Hex() + "@" + n.cfg.MessageIDDomain + ">"
 }
 

@@ -18,7 +18,8 @@ import (
 // when Options.ShutdownGrace is zero.
 const DefaultShutdownGrace = 10 * time.Second
 
-// Options configures a Notifier. The zero value of every field is its
+// Options configures the email sink: the Adapter, and the retry settings
+// of its delivery runner (RunnerOptions). The zero value of every field is its
 // documented default, except the three required ones: SMTP.Host, From and
 // Signer. Key paths in Validate's errors are the yaml names below; cmd
 // prefixes them with where the block sits in its file (notify.email).

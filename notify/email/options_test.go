@@ -133,15 +133,3 @@ func TestSubjectAndThreadHelpers(t *testing.T) {
 		t.Errorf("short references = %v", got)
 	}
 }
-
-func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
-	n := &Notifier{cfg: &config{Options: Options{BackoffBase: time.Second, BackoffMax: 10 * time.Second}}}
-	for attempt, full := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 40: 10 * time.Second} {
-		for range 50 {
-			d := n.backoff(attempt)
-			if d < full/2 || d > full {
-				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", attempt, d, full/2, full)
-			}
-		}
-	}
-}

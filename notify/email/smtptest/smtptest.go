@@ -103,6 +103,7 @@ type Server struct {
 	failN    int
 	failCode int
 	delay    time.Duration
+	hold     chan struct{} // non-nil: DATA waits until it is closed
 	attempts int
 	authFail int
 }
@@ -243,6 +244,27 @@ func (s *Server) SetDelay(d time.Duration) {
 	s.delay = d
 }
 
+// Hold makes every end of DATA wait until the returned release is called
+// (or the server closes): a send stays in flight for exactly as long as a
+// test needs. Release is idempotent.
+func (s *Server) Hold() (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hold := make(chan struct{})
+	s.hold = hold
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.hold == hold {
+				s.hold = nil
+			}
+			s.mu.Unlock()
+			close(hold)
+		})
+	}
+}
+
 func (s *Server) authRequired() bool { return len(s.opts.Users) > 0 || len(s.opts.Tokens) > 0 }
 
 // session is one SMTP connection's state.
@@ -312,7 +334,7 @@ func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	s.mu.Lock()
 	s.attempts++
-	delay := s.delay
+	delay, hold := s.delay, s.hold
 	failCode := 0
 	if s.failN > 0 {
 		s.failN--
@@ -325,6 +347,13 @@ func (ss *session) Data(r io.Reader) error {
 		case <-t.C:
 		case <-s.done:
 			t.Stop()
+			return errors.New("server closing")
+		}
+	}
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-s.done:
 			return errors.New("server closing")
 		}
 	}
