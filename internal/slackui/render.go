@@ -87,9 +87,10 @@ type Root struct {
 	Note string
 }
 
-// RootText is the root message's notification text: "#42 subject".
+// RootText is the root message's notification text: "#42 subject",
+// escaped (Slack reads mentions in it).
 func RootText(t *store.Ticket) string {
-	return Plain(refTitle(t), MaxSectionText)
+	return Mrkdwn(refTitle(t), MaxSectionText)
 }
 
 func refTitle(t *store.Ticket) string {

@@ -80,6 +80,9 @@ func TestRootBlocks(t *testing.T) {
 		Priority: store.PriorityHigh, Status: store.StatusInProgress, Source: store.SourceEmail,
 		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
+	if got := RootText(&store.Ticket{RefID: 7, Subject: "<!channel> & co"}); got != "#7 &lt;!channel&gt; &amp; co" {
+		t.Errorf("RootText = %q", got)
+	}
 	blocks := RootBlocks(Root{Ticket: tk, Customer: CustomerLabel("Ann <x>", "ann@example.com", "")})
 	raw, err := json.Marshal(slack.Blocks{BlockSet: blocks})
 	if err != nil {
