@@ -121,6 +121,9 @@ func (s *Store) FindOrCreateAgent(ctx context.Context, email, name, slackUserID 
 		return nil, fmt.Errorf("find agent: %w: empty address", ErrInvalid)
 	}
 	id, err := s.lookupKey(ctx, "agent-email:"+email)
+	if err == nil && slackUserID != "" {
+		return s.linkAgentSlackUser(ctx, id, slackUserID) // an agent known by address, now from Slack too
+	}
 	if err == nil {
 		return s.Agent(ctx, id)
 	}
