@@ -268,12 +268,14 @@ func (f *Fake) applyKnob(w http.ResponseWriter, r *http.Request, call *Call) boo
 		call.Status = k.status
 		f.record(*call)
 	case "drop":
+		// Recorded before the close: once the client sees its connection
+		// cut, the call must already be in the record.
+		f.record(*call)
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
 				_ = conn.Close()
 			}
 		}
-		f.record(*call)
 	}
 	return true
 }
