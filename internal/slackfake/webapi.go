@@ -257,20 +257,18 @@ func (f *Fake) applyKnob(w http.ResponseWriter, r *http.Request, call *Call) boo
 	case "error":
 		f.answer(w, *call, nil, k.slackErr)
 	case "429":
-		w.Header().Set("Retry-After", strconv.Itoa(k.retryAfter))
-		w.WriteHeader(k.status)
 		call.Status = k.status
 		f.record(*call)
+		w.Header().Set("Retry-After", strconv.Itoa(k.retryAfter))
+		w.WriteHeader(k.status)
 	case "5xx":
+		call.Status = k.status
+		f.record(*call)
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(k.status)
 		_, _ = io.WriteString(w, "<html><body>Slack is having trouble</body></html>")
-		call.Status = k.status
-		f.record(*call)
 	case "drop":
-		// Recorded before the close: once the client sees its connection
-		// cut, the call must already be in the record.
-		f.record(*call)
+		f.record(*call) // before the cut, as answer records before answering
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
 				_ = conn.Close()
@@ -291,12 +289,14 @@ func (f *Fake) answer(w http.ResponseWriter, call Call, resp map[string]any, err
 		}
 		resp["ok"] = true
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(resp)
+	// Recorded before the answer leaves: a client that has its answer
+	// finds the call in the record.
 	call.Status = http.StatusOK
 	call.Error = errStr
 	f.record(call)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(resp)
 }
 
 func (f *Fake) dispatch(method string, p url.Values, token string) (map[string]any, string) {
