@@ -11,7 +11,6 @@ import (
 
 	"github.com/ticketd/ticketd/store"
 	mail "github.com/wneessen/go-mail"
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // outgoing is a notification ready to send.
@@ -112,7 +111,7 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 	}
 	switch kind {
 	case KindResponse:
-		r := findResponse(t, e.ResponseID)
+		r := t.ResponseByID(e.ResponseID)
 		switch {
 		case r == nil:
 			return nil, &skip{"response not found on the ticket", false}, nil
@@ -186,18 +185,6 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 // nothing by themselves.
 func (n *Adapter) messageID(d *store.Delivery) string {
 	return "<ticketd." + d.Event.ID.Hex() + "." + n.cfg.Signer.Tag("message-id", d.Event.ID) + "@" + n.cfg.MessageIDDomain + ">"
-}
-
-func findResponse(t *store.Ticket, id *bson.ObjectID) *store.Response {
-	if id == nil {
-		return nil
-	}
-	for i := range t.Response {
-		if t.Response[i].ID == *id {
-			return &t.Response[i]
-		}
-	}
-	return nil
 }
 
 // threadBefore returns the thread's Message-IDs that precede own: all of
