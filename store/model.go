@@ -239,6 +239,11 @@ type Customer struct {
 	Name      string        `bson:"name"`
 	TeamID    string        `bson:"teamId"`
 	CreatedAt time.Time     `bson:"createdAt"`
+	// SlackTeamID and SlackUserID are the customer's Slack identity (their
+	// organisation's team id and their user id), when they wrote in Slack;
+	// unique through the keys collection (see FindOrCreateSlackCustomer).
+	SlackTeamID string `bson:"slackTeamId,omitempty"`
+	SlackUserID string `bson:"slackUserId,omitempty"`
 }
 
 // Agent is a support team member.

@@ -48,6 +48,15 @@ type NewTicket struct {
 	MessageID string
 	// Attachments lists the files that came with it (stored apart, by id).
 	Attachments []Attachment
+	// ID, when set, is the new ticket's id: an adapter that stores files
+	// before the ticket derives it from the message, so a redelivery names
+	// the same ticket. Zero means a fresh one.
+	ID bson.ObjectID
+	// Threads are outside threads bound to the ticket from its first
+	// write (the customer's Slack message), so the ticket.created
+	// announcement already knows them; their lookup keys are bound right
+	// after the insert, like MessageID.
+	Threads []ThreadRef
 }
 
 // CreateTicket opens a ticket with its first audit line and a
@@ -73,7 +82,10 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 	if err := s.limits.CheckDescription(in.Description); err != nil {
 		return nil, false, fmt.Errorf("create ticket: %w", err)
 	}
-	id := bson.NewObjectID()
+	id := in.ID
+	if id.IsZero() {
+		id = bson.NewObjectID()
+	}
 	if in.SourceKey == "" {
 		in.SourceKey = string(SourceAPI) + ":" + id.Hex()
 	}
@@ -105,6 +117,12 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 	if h := headerMessageID(in.MessageID); h != "" {
 		t.MessageIDs = []string{h}
 	}
+	for _, r := range in.Threads {
+		if _, err := threadKey(r.Kind, r.Key); err != nil || r.Kind == ThreadMail {
+			return nil, false, fmt.Errorf("create ticket: %w: thread %s %q", ErrInvalid, r.Kind, r.Key)
+		}
+		t.Threads = append(t.Threads, ThreadRef{Kind: r.Kind, Key: strings.TrimSpace(r.Key)})
+	}
 	if _, err := s.tickets.InsertOne(ctx, t); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			existing, ferr := s.ticketBySourceKey(ctx, in.SourceKey)
@@ -116,15 +134,32 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 			// catalog and the relay know it now.
 			s.catalog.put(existing)
 			s.signal(existing.ID)
-			return existing, false, s.BindMessageID(ctx, in.MessageID, existing.ID)
+			return existing, false, s.bindNewThreads(ctx, in, existing.ID)
 		}
 		return nil, false, fmt.Errorf("create ticket: %w", classify(err))
 	}
 	s.catalog.put(t)
 	s.signal(id)
-	// The lookup key is bound after the insert; a crash in between is
+	// The lookup keys are bound after the insert; a crash in between is
 	// repaired by the retry, which lands in the duplicate branch above.
-	return t, true, s.BindMessageID(ctx, in.MessageID, id)
+	return t, true, s.bindNewThreads(ctx, in, id)
+}
+
+// bindNewThreads binds the lookup keys of a new ticket's threads.
+func (s *Store) bindNewThreads(ctx context.Context, in NewTicket, id bson.ObjectID) error {
+	if err := s.BindMessageID(ctx, in.MessageID, id); err != nil {
+		return err
+	}
+	for _, r := range in.Threads {
+		k, err := threadKey(r.Kind, r.Key)
+		if err != nil {
+			return fmt.Errorf("create ticket: %w", err)
+		}
+		if _, err := s.bindKey(ctx, k, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) ticketBySourceKey(ctx context.Context, key string) (*Ticket, error) {
