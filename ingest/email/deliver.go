@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/ticketd/ticketd/internal/ratelimit"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -87,7 +88,7 @@ type deliverer struct {
 	o   *Options
 	log *slog.Logger
 	c   *counters
-	rl  *rateLimiter
+	rl  *ratelimit.Limiter
 
 	own                   map[string]bool
 	baseLocal, baseDomain string
@@ -96,7 +97,7 @@ type deliverer struct {
 func newDeliverer(w TicketWriter, o *Options, log *slog.Logger, c *counters) *deliverer {
 	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}}
 	limit := o.RateLimitPerHour
-	d.rl = newRateLimiter(limit, time.Hour, o.Now)
+	d.rl = ratelimit.New(limit, time.Hour, o.Now)
 	for _, a := range o.OwnAddresses {
 		d.own[normAddr(a)] = true
 	}
@@ -232,12 +233,12 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 	if known == nil && d.o.UnknownSenderPolicy == PolicyReject && !domainIn(dom, d.o.AllowDomains) {
 		return d.ignore(ctx, in, msg, key, ReasonUnknownSender, log)
 	}
-	if !d.rl.allow(from) {
+	if !d.rl.Allow(from) {
 		return d.ignore(ctx, in, msg, key, fmt.Sprintf("%s: over %d new tickets per hour from this sender", ReasonRateLimit, d.o.RateLimitPerHour), log)
 	}
 	res, err := d.open(ctx, msg, key, from, known)
 	if err != nil || res.Duplicate {
-		d.rl.refund(from)
+		d.rl.Refund(from)
 	}
 	return res, err
 }
