@@ -43,6 +43,9 @@ type skip struct {
 //   - priority.changed: never mailed. Priority is internal triage; telling
 //     a customer "your ticket is now low priority" helps nobody.
 //
+// A ticket opened in Slack (it has a customer Slack thread) is never
+// mailed about: the Slack sink answers the customer there.
+//
 // The recipient is always the ticket's creator, looked up as a customer;
 // without a customer record (a ticket opened with an API token) there is
 // nobody to mail and the delivery completes with a logged reason.
@@ -81,6 +84,12 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if t.Thread(store.ThreadSlackCustomer) != "" {
+		// Opened in Slack: the customer is answered in their Slack thread
+		// (the Slack sink), once, where they wrote, even when we know
+		// their address too.
+		return nil, &skip{"the ticket was opened in Slack: the customer is answered there", true}, nil
 	}
 	if t.CreatorType != store.CreatorCustomer {
 		return nil, &skip{"ticket opened by an agent: no customer to mail", false}, nil
