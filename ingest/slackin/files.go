@@ -167,3 +167,24 @@ func (h *Bridge) saveFullText(ctx context.Context, ticket bson.ObjectID, key, wh
 	err := h.o.Store.SaveAttachment(ctx, store.AttachmentFile{Attachment: a, TicketID: ticket, Data: []byte(whole)})
 	return a, err
 }
+
+// body turns a message into what is stored of it: its markup as plain
+// text, its files downloaded and stored under the ticket, notes for the
+// files left out, and the whole text kept as fullTextName when the text
+// does not fit MaxDescription.
+func (h *Bridge) body(ctx context.Context, ticket bson.ObjectID, key, text string, files []slack.File) (string, []store.Attachment, error) {
+	text = h.plainText(ctx, text)
+	stored, notes, err := h.attachments(ctx, ticket, key, files)
+	if err != nil {
+		return "", nil, err
+	}
+	text, whole := withNotes(text, notes, h.o.MaxDescription)
+	if whole != "" {
+		f, err := h.saveFullText(ctx, ticket, key, whole)
+		if err != nil {
+			return "", nil, err
+		}
+		stored = append(stored, f)
+	}
+	return text, stored, nil
+}

@@ -104,18 +104,9 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), filesTimeout)
 		defer cancel()
 	}
-	text = h.plainText(ctx, text)
-	stored, notes, err := h.attachments(ctx, ticketID, key, files)
+	text, stored, err := h.body(ctx, ticketID, key, text, files)
 	if err != nil {
 		return err
-	}
-	text, whole := withNotes(text, notes, h.o.MaxDescription)
-	if whole != "" {
-		f, err := h.saveFullText(ctx, ticketID, key, whole)
-		if err != nil {
-			return err
-		}
-		stored = append(stored, f)
 	}
 	if text == "" && len(stored) == 0 {
 		h.Counts.Ignored.Add(1) // a bare note prefix: nothing to store
