@@ -168,7 +168,7 @@ type Bridge struct {
 	// Counts are what became of the payloads handled, read by /metrics.
 	Counts Counts
 
-	intake map[string]bool     // IntakeChannels
+	intake map[string]bool    // IntakeChannels
 	limit  *ratelimit.Limiter // new tickets per Slack user
 }
 
