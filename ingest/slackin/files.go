@@ -169,22 +169,22 @@ func (h *Bridge) saveFullText(ctx context.Context, ticket bson.ObjectID, key, wh
 }
 
 // body turns a message into what is stored of it: its markup as plain
-// text, its files downloaded and stored under the ticket, notes for the
-// files left out, and the whole text kept as fullTextName when the text
-// does not fit MaxDescription.
-func (h *Bridge) body(ctx context.Context, ticket bson.ObjectID, key, text string, files []slack.File) (string, []store.Attachment, error) {
-	text = h.plainText(ctx, text)
+// text (plain, whole), its files downloaded and stored under the ticket,
+// and the text to store (text): within MaxDescription, with notes for the
+// files left out, the whole text kept as fullTextName when it was cut.
+func (h *Bridge) body(ctx context.Context, ticket bson.ObjectID, key, markup string, files []slack.File) (text, plain string, stored []store.Attachment, err error) {
+	plain = h.plainText(ctx, markup)
 	stored, notes, err := h.attachments(ctx, ticket, key, files)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	text, whole := withNotes(text, notes, h.o.MaxDescription)
+	text, whole := withNotes(plain, notes, h.o.MaxDescription)
 	if whole != "" {
 		f, err := h.saveFullText(ctx, ticket, key, whole)
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
 		stored = append(stored, f)
 	}
-	return text, stored, nil
+	return text, plain, stored, nil
 }

@@ -197,15 +197,11 @@ func (h *Bridge) openTicket(ctx context.Context, e *slackevents.MessageEvent, fi
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), filesTimeout)
 		defer cancel()
 	}
-	text, stored, err := h.body(ctx, id, key, e.Text, files)
+	text, plain, stored, err := h.body(ctx, id, key, e.Text, files)
 	if err != nil {
 		return err
 	}
-	first, _, _ := strings.Cut(strings.TrimSpace(text), "\n")
-	subject := h.o.Store.Limits().FitSubject(first)
-	if subject == "" {
-		subject = noSubject
-	}
+	subject := h.subject(plain)
 	_, created, err := h.o.Store.CreateTicket(ctx, store.NewTicket{
 		ID:          id,
 		Creator:     store.Actor{ID: c.ID, Type: store.CreatorCustomer, Via: store.SourceSlack},
@@ -290,7 +286,7 @@ func (h *Bridge) onCustomerThreadReply(ctx context.Context, e *slackevents.Messa
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), filesTimeout)
 		defer cancel()
 	}
-	text, stored, err := h.body(ctx, ticketID, key, e.Text, files)
+	text, _, stored, err := h.body(ctx, ticketID, key, e.Text, files)
 	if err != nil {
 		return err
 	}
@@ -376,12 +372,7 @@ func (h *Bridge) editOpening(ctx context.Context, t *store.Ticket, raw string, b
 	if whole != "" || text == "" {
 		return false, nil
 	}
-	first, _, _ := strings.Cut(text, "\n")
-	subject := h.o.Store.Limits().FitSubject(first)
-	if subject == "" {
-		subject = noSubject
-	}
-	_, edited, err := h.o.Store.EditOpening(ctx, t.ID, store.AllTickets, subject, text, by)
+	_, edited, err := h.o.Store.EditOpening(ctx, t.ID, store.AllTickets, h.subject(text), text, by)
 	if err != nil {
 		return false, fmt.Errorf("edit ticket %s: %w", t.ID.Hex(), err)
 	}
@@ -389,4 +380,16 @@ func (h *Bridge) editOpening(ctx context.Context, t *store.Ticket, raw string, b
 		h.Counts.Applied.Add(1)
 	}
 	return edited, nil
+}
+
+// subject is a ticket's subject from its message's plain text: the first
+// line with something visible, cut at a word boundary to the subject
+// limit.
+func (h *Bridge) subject(plain string) string {
+	for line := range strings.Lines(plain) {
+		if s := h.o.Store.Limits().FitSubject(line); s != "" {
+			return s
+		}
+	}
+	return noSubject
 }

@@ -104,7 +104,7 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), filesTimeout)
 		defer cancel()
 	}
-	text, stored, err := h.body(ctx, ticketID, key, text, files)
+	text, _, stored, err := h.body(ctx, ticketID, key, text, files)
 	if err != nil {
 		return err
 	}
