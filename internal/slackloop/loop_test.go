@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,9 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/ticketd/ticketd/api"
 	"github.com/ticketd/ticketd/ingest/slackin"
 	"github.com/ticketd/ticketd/internal/slackfake"
 	"github.com/ticketd/ticketd/internal/slackui"
@@ -299,7 +304,7 @@ func TestRedeliveredMessageOpensOneTicket(t *testing.T) {
 }
 
 // Two companies in two shared channels: each team sees its own tickets
-// only.
+// only, in the store and through the API.
 func TestTwoOrganisationsSeeOnlyTheirOwnTickets(t *testing.T) {
 	l := newLoop(t, nil)
 	a := l.say(acmeCh, "", caraID, "Acme's problem")
@@ -321,9 +326,43 @@ func TestTwoOrganisationsSeeOnlyTheirOwnTickets(t *testing.T) {
 			t.Errorf("team %s reads the other company's ticket", c.team)
 		}
 	}
-	// Dan writing in Cara's thread (both in a channel of several
-	// companies, mapped to one team here would be another matter) attaches
-	// nothing to Acme's ticket.
+	// The same through the API, with each customer's token.
+	srv, err := api.New(l.st, api.Options{JWTSecret: []byte("a secret of at least 16 bytes")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	get := func(team string, who bson.ObjectID, path string) (int, string) {
+		t.Helper()
+		tok, err := api.NewToken([]byte("a secret of at least 16 bytes"), who, api.RoleCustomer, team, time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("GET", hs.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, c := range []struct {
+		team        string
+		mine, other *store.Ticket
+	}{{"slack:" + acmeTeam, acme, beta}, {"slack:" + betaTeam, beta, acme}} {
+		code, body := get(c.team, c.mine.CreatorID, "/api/ticket/fetch")
+		if code != http.StatusOK || !strings.Contains(body, c.mine.ID.Hex()) || strings.Contains(body, c.other.ID.Hex()) {
+			t.Errorf("team %s lists (%d): %s", c.team, code, body)
+		}
+		if code, body := get(c.team, c.mine.CreatorID, "/api/ticket/fetch-one?id="+c.other.ID.Hex()); code != http.StatusNotFound {
+			t.Errorf("team %s fetches the other company's ticket: %d %s", c.team, code, body)
+		}
+	}
+	// Someone of Beta writing in Acme's customer thread (a channel shared
+	// with several companies) attaches nothing to Acme's ticket.
 	l.f.AddUser(slackfake.User{ID: "U0EVE", TeamID: betaTeam, RealName: "Eve Beta"})
 	l.say(acmeCh, a.MessageTS, "U0EVE", "Let me in")
 	if got := l.ticketOf(acmeCh, a.MessageTS); len(got.Response) != 0 {
