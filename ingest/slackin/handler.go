@@ -149,7 +149,10 @@ type Counts struct {
 // as auth.test's, not a guest, not a Slack Connect stranger, not a bot)
 // with an email address on their profile. The first time one acts, the
 // agent is found by that address (an agent made by the API or mail is
-// linked, not duplicated) or created from users.info.
+// linked, not duplicated) or created from users.info. In intake channels
+// and direct messages (intake.go) only someone already known as an agent
+// (by Slack id, or by address) writes as one; other workspace members are
+// customers there, so that a help channel of the workspace works.
 //
 // Each event is applied once: a reply's response carries the SourceKey
 // "slack:<channel>/<ts>" (the store adds a response only once per key);

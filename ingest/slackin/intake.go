@@ -294,18 +294,9 @@ func (h *Bridge) onCustomerThreadReply(ctx context.Context, e *slackevents.Messa
 		h.Counts.Ignored.Add(1)
 		return nil
 	}
-	_, added, err := h.o.Store.AddResponse(ctx, ticketID, scope, store.NewResponse{
+	return h.addResponse(ctx, ticketID, scope, store.NewResponse{
 		Author: author, Description: text, Source: store.SourceSlack, SourceKey: key, Attachments: stored,
 	})
-	if err != nil {
-		return fmt.Errorf("store reply %s on ticket %s: %w", key, ticketID.Hex(), err)
-	}
-	if added {
-		h.Counts.Applied.Add(1)
-	} else {
-		h.Counts.Deduplicated.Add(1)
-	}
-	return nil
 }
 
 // onIntakeChange handles an edit or deletion of a message in an intake
