@@ -157,16 +157,3 @@ func TestMailTicketPostsNothingForTheCustomer(t *testing.T) {
 	}
 }
 
-func TestRootLinksADirectMessage(t *testing.T) {
-	e := newEnv(t)
-	tk := e.newTicket()
-	opening := e.fake.MessageEvent(slackfake.MessageSpec{Channel: "D0CUST", User: "U0CUST", Text: "help"})
-	if err := e.st.BindThread(e.ctx, tk.ID, store.ThreadSlackCustomer, slackui.MessageKey("D0CUST", opening.MessageTS)); err != nil {
-		t.Fatal(err)
-	}
-	e.mustDeliver(e.event(tk.ID, store.EventTicketCreated))
-	root, _ := e.fake.Message(slackfake.ChannelID, e.rootTS(tk.ID))
-	if text := blocksText(t, root.Blocks); !strings.Contains(text, "|a direct message to the app>") || strings.Contains(text, "<#D0CUST>") {
-		t.Errorf("root's link to a direct message:\n%s", text)
-	}
-}
