@@ -156,4 +156,3 @@ func TestMailTicketPostsNothingForTheCustomer(t *testing.T) {
 		}
 	}
 }
-
