@@ -85,7 +85,12 @@ func newLoop(t testing.TB, configure func(*slackin.Options)) *loop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := notify.NewRunner(notify.Options{Sink: slackout.Sink, PollInterval: time.Second, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}, st, sink, log)
+	r, err := notify.NewRunner(notify.Options{Sink: slackout.Sink, PollInterval: time.Second, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+		Outcome: func(ctx context.Context, d *store.Delivery, delivered bool, reason string) {
+			if err := st.RecordDeliveryOutcome(ctx, d, delivered, reason); err != nil {
+				t.Errorf("record outcome: %v", err)
+			}
+		}}, st, sink, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,16 +220,21 @@ func conversation(t *testing.T, channel string) {
 	// linking that thread.
 	l.waitPosts(channel, open.MessageTS, 1, "#"+itoa(tk.RefID))
 	root := l.rootTS(tk)
-	if m, _ := l.f.Message(slackfake.ChannelID, root); !strings.Contains(string(m.Blocks), "their thread") {
+	if m, _ := l.f.Message(slackfake.ChannelID, root); !strings.Contains(string(m.Blocks), "archives/"+channel+"/p"+strings.ReplaceAll(open.MessageTS, ".", "")) {
 		t.Errorf("the root does not link the customer's thread: %s", m.Blocks)
 	}
 
 	// An agent answers from the agents' thread.
-	l.say(slackfake.ChannelID, root, annID, "Please unplug it.")
+	reply := l.say(slackfake.ChannelID, root, annID, "Please unplug it.")
 	posts := l.waitPosts(channel, open.MessageTS, 2, "Please unplug it.")
 	if !strings.Contains(posts[1], "Ann Agent") {
 		t.Errorf("the reply is not signed by the agent: %q", posts[1])
 	}
+	// The agent sees that the customer got it.
+	l.f.Until(t, "the delivered reaction on the agent's reply", func() bool {
+		m, _ := l.f.Message(slackfake.ChannelID, reply.MessageTS)
+		return len(m.Reactions) == 1 && m.Reactions[0].Name == slackout.ReactionDeliveredInSlack
+	})
 
 	// The customer answers in their thread: a customer response, shown to
 	// the agents.

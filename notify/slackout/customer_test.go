@@ -156,3 +156,47 @@ func TestMailTicketPostsNothingForTheCustomer(t *testing.T) {
 		}
 	}
 }
+
+// The sink's own outcome for an agent's Slack reply that it posted into
+// the customer's thread marks the agent's message; for a ticket answered by
+// mail it says nothing (the email sink's outcome does).
+func TestSlackOutcomeMarksTheAgentsMessage(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		slack     bool
+		delivered bool
+		want      []string
+	}{
+		{true, true, []string{ReactionDeliveredInSlack}},
+		{true, false, []string{ReactionUndelivered}},
+		{false, true, nil},
+	} {
+		tk := e.newTicket()
+		if c.slack {
+			tk, _ = e.slackTicket()
+		}
+		msg := e.fake.MessageEvent(slackfake.MessageSpec{Channel: slackfake.ChannelID, User: "U0BOB", Text: "Fixed"})
+		if _, _, err := e.st.AddResponse(e.ctx, tk.ID, store.AllTickets, store.NewResponse{
+			Author: store.Actor{ID: e.agent.ID, Type: store.CreatorAdmin, Via: store.SourceSlack}, Description: "Fixed",
+			Source: store.SourceSlack, SourceKey: slackui.SourceKey(slackfake.ChannelID, msg.MessageTS)}); err != nil {
+			t.Fatal(err)
+		}
+		added := e.event(tk.ID, store.EventResponseAdded)
+		if err := e.st.RecordDeliveryOutcome(e.ctx, &store.Delivery{ID: added.ID.Hex() + "/" + Sink, Sink: Sink, Event: added}, c.delivered, "channel_not_found"); err != nil {
+			t.Fatal(err)
+		}
+		kind := store.EventResponseDelivered
+		if !c.delivered {
+			kind = store.EventResponseUndelivered
+		}
+		e.mustDeliver(e.event(tk.ID, kind))
+		m, _ := e.fake.Message(slackfake.ChannelID, msg.MessageTS)
+		var got []string
+		for _, r := range m.Reactions {
+			got = append(got, r.Name)
+		}
+		if strings.Join(got, ",") != strings.Join(c.want, ",") {
+			t.Errorf("slack ticket %v, delivered %v: reactions %v, want %v", c.slack, c.delivered, got, c.want)
+		}
+	}
+}
