@@ -150,8 +150,8 @@ func (t *Ticket) Answered() bool {
 // EditOpening replaces a ticket's subject and description with the edited
 // text of the message that opened it, as long as no agent has answered;
 // edited=false then, and the caller records the edit otherwise. The new
-// text must pass the limits, like any way in. Logged; announced to no one
-// (nobody has been told the text but the agents' root message).
+// text must pass the limits, like any way in. Logged, and announced
+// (ticket.edited) so that the agents' root message shows the new text.
 func (s *Store) EditOpening(ctx context.Context, id bson.ObjectID, scope Scope, subject, description string, by Actor) (t *Ticket, edited bool, err error) {
 	subject, err = s.limits.CheckSubject(subject)
 	if err != nil {
@@ -167,6 +167,7 @@ func (s *Store) EditOpening(ctx context.Context, id bson.ObjectID, scope Scope, 
 		c.set("subject", subject, func(t *Ticket) { t.Subject = subject })
 		c.set("description", description, func(t *Ticket) { t.Description = description })
 		c.log(by, "Description edited by the customer before an agent answered")
+		c.announce(Event{Kind: EventTicketEdited, ActorID: by.ID, ActorType: by.Type, Origin: by.Via})
 		edited = true
 		return nil
 	})

@@ -62,6 +62,9 @@ func TestEditOpeningOnlyBeforeAnAgentAnswered(t *testing.T) {
 	if err != nil || !edited || got.Subject != "Fixed" || got.Description != "Fixed here" {
 		t.Fatalf("edit before an answer: %+v edited=%v err=%v", got, edited, err)
 	}
+	if full, _ := s.Ticket(ctx, tk.ID, store.AllTickets); full.Outbox[len(full.Outbox)-1].Kind != store.EventTicketEdited {
+		t.Errorf("the edit was not announced: %+v", full.Outbox)
+	}
 	// An internal note is no answer; a reply to the customer is.
 	agent, _ := s.FindOrCreateAgent(ctx, "a@support.test", "A", "")
 	ab := store.Actor{ID: agent.ID, Type: store.CreatorAdmin}

@@ -192,6 +192,10 @@ const (
 	// EventAssigneeChanged: From and To are the old and new assignee's
 	// agent id (hex), "" for nobody. The Slack sink shows it; mail does not.
 	EventAssigneeChanged EventKind = "assignee.changed"
+	// EventTicketEdited: the customer edited the message that opened the
+	// ticket before an agent answered (EditOpening); subject and
+	// description are new. The Slack sink shows it; mail does not.
+	EventTicketEdited EventKind = "ticket.edited"
 )
 
 // Event is one announcement: what changed, on which ticket, by whom.

@@ -72,6 +72,8 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 		return nil, &skip{"priority changes are not mailed to customers", true}, nil
 	case store.EventAssigneeChanged:
 		return nil, &skip{"assignee changes are not mailed to customers", true}, nil
+	case store.EventTicketEdited:
+		return nil, &skip{"the customer's own edit is not mailed back", true}, nil
 	case store.EventResponseDelivered, store.EventResponseUndelivered:
 		return nil, &skip{"delivery outcomes are for the other sinks", true}, nil
 	default:

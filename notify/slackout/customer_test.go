@@ -200,3 +200,37 @@ func TestSlackOutcomeMarksTheAgentsMessage(t *testing.T) {
 		}
 	}
 }
+
+// The customer's edit before an answer shows in the agents' root, with one
+// line in their thread; the customer is told nothing.
+func TestEditedOpeningUpdatesTheRoot(t *testing.T) {
+	e := newEnv(t)
+	tk, ts := e.slackTicket()
+	e.mustDeliver(e.event(tk.ID, store.EventTicketCreated))
+	by := store.Actor{ID: e.customer.ID, Type: store.CreatorCustomer, Via: store.SourceSlack}
+	if _, edited, err := e.st.EditOpening(e.ctx, tk.ID, store.AllTickets, "Printer smokes", "Printer smokes, badly", by); err != nil || !edited {
+		t.Fatal(edited, err)
+	}
+	ev := e.event(tk.ID, store.EventTicketEdited)
+	e.mustDeliver(ev)
+	if err := e.deliver(ev, 2); !done(err) {
+		t.Fatal(err)
+	}
+	rootTS := e.rootTS(tk.ID)
+	root, _ := e.fake.Message(slackfake.ChannelID, rootTS)
+	if text := blocksText(t, root.Blocks); !strings.Contains(text, "Printer smokes, badly") {
+		t.Errorf("root not updated:\n%s", text)
+	}
+	var lines int
+	for _, m := range e.replies(rootTS) {
+		if strings.Contains(blocksText(t, m.Blocks), "edited the message that opened the ticket") {
+			lines++
+		}
+	}
+	if lines != 1 {
+		t.Errorf("%d edit lines in the agents' thread, want 1", lines)
+	}
+	if n := len(e.botReplies(t, ts)); n != 1 { // the acknowledgement only
+		t.Errorf("%d posts in the customer's thread", n)
+	}
+}

@@ -172,6 +172,17 @@ func (a *Adapter) deliverToAgents(ctx context.Context, t *store.Ticket, d *store
 		return a.postLine(ctx, t, root, e, retried, line)
 	case store.EventResponseDelivered, store.EventResponseUndelivered:
 		return a.deliverOutcome(ctx, t, root, e, retried)
+	case store.EventTicketEdited:
+		if !fresh { // a fresh root shows the new text already
+			if err := a.updateRoot(ctx, t, root); err != nil {
+				return err
+			}
+		}
+		who, err := a.personLabel(ctx, e.ActorType, e.ActorID)
+		if err != nil {
+			return err
+		}
+		return a.postLine(ctx, t, root, e, retried, ":pencil2: "+who+" edited the message that opened the ticket; the text above is the new one")
 	}
 	return notify.Skipped("Slack does not show " + string(e.Kind))
 }
