@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ticketd/ticketd/internal/slackfake"
+	"github.com/ticketd/ticketd/internal/slackui"
+	"github.com/ticketd/ticketd/internal/testwait"
+	"github.com/ticketd/ticketd/notify/email/smtptest"
+	"github.com/ticketd/ticketd/notify/slackout"
+	"github.com/ticketd/ticketd/store"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// The agent in the fake workspace.
+const agentID = "U0ANN"
+
+// slackYAML is the slack: section for a daemon against the fake, in mode
+// (socket or events), with extra keys indented under slack:.
+func slackYAML(f *slackfake.Fake, mode, botToken, extra string) string {
+	return fmt.Sprintf(`
+slack:
+  enabled: true
+  mode: %s
+  botToken: %s
+  appToken: %s
+  signingSecret: %s
+  apiURL: %s
+  channel: %s
+  delivery: {backoffBase: 100ms, backoffMax: 1s, pollInterval: 1s}
+%s`, mode, botToken, slackfake.AppToken, testSigningSecret, f.APIURL(), slackfake.ChannelID, extra)
+}
+
+const testSigningSecret = "0123456789abcdef0123456789abcdef"
+
+func newSlackFake(t *testing.T) *slackfake.Fake {
+	f := slackfake.New(t)
+	f.AddUser(slackfake.User{ID: agentID, RealName: "Ann Agent", Email: "ann@support.test"})
+	return f
+}
+
+// rootOf waits for the one root message of the ticket with refID in the
+// agents' channel and returns it.
+func rootOf(t *testing.T, f *slackfake.Fake, refID any) slackfake.Message {
+	t.Helper()
+	var root slackfake.Message
+	f.Until(t, fmt.Sprintf("the root message of #%v", refID), func() bool {
+		for _, m := range f.Roots(slackfake.ChannelID) {
+			if strings.Contains(m.Text, fmt.Sprintf("#%v", refID)) {
+				root = m
+				return true
+			}
+		}
+		return false
+	})
+	return root
+}
+
+// readyz returns /readyz's status and envelope.
+func readyz(t *testing.T, base string) (int, map[string]any) {
+	t.Helper()
+	res, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, m
+}
+
+// TestSlackFullLoop runs the daemon with both bridges against real IMAP and
+// SMTP servers and the fake Slack over Socket Mode: a customer's mail gets a
+// root message in the agents' channel; an agent's thread reply is mailed to
+// the customer, threaded, and marked with the email reaction once the SMTP
+// server took it; a note stays internal; a status button updates the root
+// message and mails the customer; a redelivered envelope changes nothing.
+func TestSlackFullLoop(t *testing.T) {
+	imapPort, mailbox := startIMAP(t)
+	smtp := smtptest.Start(t)
+	f := newSlackFake(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`
+dataDir: %s
+http: {listen: "127.0.0.1:0"}
+log: {level: debug}
+email:
+  enabled: true
+  address: support@example.com
+  inbound:
+    accounts:
+      - {host: 127.0.0.1, port: %d, tls: plain, username: support, password: secret}
+    pollSchedule: "@every 1h"
+  outbound:
+    from: "Example Support <support@example.com>"
+    smtp: {host: 127.0.0.1, port: %d, security: plain}
+    backoffBase: 100ms
+`, filepath.Join(dir, "data"), imapPort, smtp.Port()) + slackYAML(f, "socket", slackfake.BotToken, "")
+	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
+	base, stop := startServe(t, dir)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	adm := apiClient{t: t, base: base, auth: mint(t, dir, "-role", "admin")}
+	f.WaitConnections(t, 1)
+	testwait.For(t, "/readyz naming slack connected", func() bool {
+		code, m := readyz(t, base)
+		return code == 200 && m["message"] == "ready" && strings.Contains(fmt.Sprint(m["data"]), "connected")
+	})
+
+	// 1. A customer's mail opens a ticket; its root message appears.
+	deliver(t, mailbox, `
+From: Ann Example <ann@customer.test>
+To: support@example.com
+Subject: Printer on fire
+Message-ID: <m1@customer.test>
+Date: Tue, 24 Nov 2026 10:00:00 +0000
+Content-Type: text/plain; charset=utf-8
+
+The printer on the second floor is on fire.
+`)
+	var ticket map[string]any
+	testwait.For(t, "the ticket", func() bool {
+		if ts := adm.tickets(); len(ts) == 1 {
+			ticket = ts[0].(map[string]any)
+		}
+		return ticket != nil
+	})
+	id := ticket["_id"].(string)
+	root := rootOf(t, f, ticket["refId"])
+	if root.User != slackfake.BotUserID || !bytes.Contains(root.Blocks, []byte("Printer on fire")) ||
+		!bytes.Contains(root.Blocks, []byte("ann@customer.test")) || root.Metadata == nil {
+		t.Errorf("root message: user %s, blocks %s, metadata %+v", root.User, root.Blocks, root.Metadata)
+	}
+	ack := smtp.WaitFor(t, 1, 30*time.Second)[0]
+
+	// 2. The agent answers in the thread over Socket Mode; the customer gets
+	// it threaded, and the agent's message gets the email reaction once the
+	// SMTP server accepted it.
+	reply := f.MessageEvent(slackfake.MessageSpec{ThreadTS: root.TS, User: agentID, Text: "We are on it. Please step away from the printer."})
+	f.MustSend(t, reply)
+	f.WaitAck(t, reply.EnvelopeID)
+	mail := smtp.WaitFor(t, 2, 30*time.Second)[1]
+	switch {
+	case mail.To[0] != "ann@customer.test":
+		t.Errorf("reply mailed to %v", mail.To)
+	case mail.Header("In-Reply-To") != ack.Header("Message-ID"):
+		t.Errorf("reply In-Reply-To %q, want the ack's %q", mail.Header("In-Reply-To"), ack.Header("Message-ID"))
+	case !strings.Contains(mail.Header("References"), "<m1@customer.test>"):
+		t.Errorf("reply References %q lacks the customer's first mail", mail.Header("References"))
+	case !bytes.Contains(mail.Data, []byte("step away from the printer")):
+		t.Errorf("reply body lacks the agent's text")
+	}
+	f.Until(t, "the email reaction on the agent's reply", func() bool {
+		m, _ := f.Message(slackfake.ChannelID, reply.MessageTS)
+		return hasReaction(m, slackout.ReactionDelivered)
+	})
+	tk := adm.do("GET", "/api/ticket/admin-fetch-one?id="+id, "")["data"].(map[string]any)
+	resp := tk["response"].([]any)
+	if len(resp) != 1 || resp[0].(map[string]any)["creatorType"] != "admin" {
+		t.Fatalf("responses after the agent's reply: %v", resp)
+	}
+
+	// 3. An internal note: the lock reaction, and no mail.
+	note := f.MessageEvent(slackfake.MessageSpec{ThreadTS: root.TS, User: agentID, Text: "// the customer sounds calm"})
+	f.MustSend(t, note)
+	f.WaitAck(t, note.EnvelopeID)
+	f.Until(t, "the lock reaction on the note", func() bool {
+		m, _ := f.Message(slackfake.ChannelID, note.MessageTS)
+		return hasReaction(m, "lock")
+	})
+
+	// 4. The agent resolves the ticket with the root message's button: the
+	// root message is updated in place and the customer is told.
+	button := f.BlockActionEnvelope(agentID, slackfake.ChannelID, root.TS, slackfake.Action{
+		ActionID: slackui.StatusActionID(store.StatusResolved), BlockID: slackui.BlockActions, Type: "button",
+		Value: slackui.Value(mustOID(t, id), string(store.StatusResolved))})
+	f.MustSend(t, button)
+	f.WaitAck(t, button.EnvelopeID)
+	status := smtp.WaitFor(t, 3, 30*time.Second)[2]
+	if !bytes.Contains(bytes.ToLower(status.Data), []byte("resolved")) {
+		t.Errorf("status mail lacks the new status")
+	}
+	f.Until(t, "the root message updated to resolved", func() bool {
+		m, _ := f.Message(slackfake.ChannelID, root.TS)
+		return m.Updates > 0 && bytes.Contains(bytes.ToLower(m.Blocks), []byte("resolved"))
+	})
+
+	// 5. Slack delivers the reply's envelope again: nothing changes.
+	if err := f.Redeliver(reply.EnvelopeID); err != nil {
+		t.Fatal(err)
+	}
+	f.Until(t, "the redelivered envelope acked", func() bool { return len(f.AcksFor(reply.EnvelopeID)) == 2 })
+	var metrics string
+	testwait.For(t, "the queue drained", func() bool {
+		metrics = string(scrape(t, base))
+		return strings.Contains(metrics, `ticketd_outbox_deliveries{state="pending"} 0`) &&
+			strings.Contains(metrics, `ticketd_outbox_deliveries{state="waiting"} 0`)
+	})
+	tk = adm.do("GET", "/api/ticket/admin-fetch-one?id="+id, "")["data"].(map[string]any)
+	if n := len(tk["response"].([]any)); n != 2 {
+		t.Errorf("%d responses after the redelivery, want 2 (reply, note)", n)
+	}
+	if n := len(smtp.Messages()); n != 3 {
+		t.Errorf("%d mails, want 3 (ack, reply, status): the note must not be mailed, the redelivery not mailed again", n)
+	}
+	if n := len(f.Roots(slackfake.ChannelID)); n != 1 {
+		t.Errorf("%d root messages, want 1", n)
+	}
+	for _, want := range []string{
+		`ticketd_slack_connected 1`,
+		`ticketd_slack_payloads_total{outcome="received"} 4`,
+		`ticketd_slack_payloads_total{outcome="acked"} 4`,
+		`ticketd_slack_handled_total{outcome="deduplicated"} 1`,
+		`ticketd_slack_deliveries_total{outcome="dead"} 0`,
+		`ticketd_slack_deliveries_total{outcome="ratelimited"} 0`,
+		`ticketd_outbox_deliveries{state="dead"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(metrics, `ticketd_slack_deliveries_total{outcome="sent"}`) {
+		t.Errorf("/metrics lacks the slack posts")
+	}
+}
+
+func hasReaction(m slackfake.Message, name string) bool {
+	for _, r := range m.Reactions {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func mustOID(t *testing.T, hex string) bson.ObjectID {
+	t.Helper()
+	id, err := bson.ObjectIDFromHex(hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// A bad bot token never stops the daemon: the API works, /readyz stays 200
+// naming Slack degraded with what to fix, /metrics shows it; once the token
+// is good (here: Slack accepts it again) the bridge runs.
+func TestSlackDegradedStart(t *testing.T) {
+	f := newSlackFake(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data")) +
+		slackYAML(f, "socket", "xoxb-revoked-token", "")
+	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
+	base, stop := startServe(t, dir)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	var body map[string]any
+	testwait.For(t, "/readyz naming slack degraded", func() bool {
+		var code int
+		code, body = readyz(t, base)
+		if code != 200 {
+			t.Fatalf("/readyz %d with Slack degraded, want 200", code)
+		}
+		return strings.Contains(fmt.Sprint(body["message"]), "degraded")
+	})
+	if msg := fmt.Sprint(body["message"]); !strings.Contains(msg, "slack") || !strings.Contains(msg, "slack.botToken") || !strings.Contains(msg, "invalid_auth") {
+		t.Errorf("/readyz message %q does not say what to fix", msg)
+	}
+	tok := mint(t, dir, "-role", "customer", "-team", "acme")
+	created := post(t, base+"/api/ticket/create", tok, `{"subject":"still works","description":"the API without Slack"}`)
+	if created["success"] != true {
+		t.Errorf("create with Slack degraded: %v", created)
+	}
+	metrics := string(scrape(t, base))
+	if !strings.Contains(metrics, "ticketd_slack_connected 0") {
+		t.Errorf("/metrics does not show Slack disconnected")
+	}
+	if n := len(f.CallsTo("chat.postMessage")); n != 0 {
+		t.Errorf("%d posts with a refused token", n)
+	}
+}
