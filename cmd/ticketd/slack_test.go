@@ -48,9 +48,12 @@ func newSlackFake(t *testing.T) *slackfake.Fake {
 }
 
 // rootOf waits for the one root message of the ticket with refID in the
-// agents' channel and returns it.
-func rootOf(t *testing.T, f *slackfake.Fake, refID any) slackfake.Message {
+// agents' channel, and for the daemon to have bound it to the ticket (the
+// queue drained: Slack shows the message before its ts is stored, and a
+// reply in a thread not yet bound is not a ticket's), and returns it.
+func rootOf(t *testing.T, f *slackfake.Fake, base string, refID any) slackfake.Message {
 	t.Helper()
+	defer drained(t, base)
 	var root slackfake.Message
 	f.Until(t, fmt.Sprintf("the root message of #%v", refID), func() bool {
 		for _, m := range f.Roots(slackfake.ChannelID) {
@@ -62,6 +65,18 @@ func rootOf(t *testing.T, f *slackfake.Fake, refID any) slackfake.Message {
 		return false
 	})
 	return root
+}
+
+// drained waits until every queued delivery is done and returns /metrics.
+func drained(t *testing.T, base string) string {
+	t.Helper()
+	var metrics string
+	testwait.For(t, "the queue drained", func() bool {
+		metrics = string(scrape(t, base))
+		return strings.Contains(metrics, `ticketd_outbox_deliveries{state="pending"} 0`) &&
+			strings.Contains(metrics, `ticketd_outbox_deliveries{state="waiting"} 0`)
+	})
+	return metrics
 }
 
 // readyz returns /readyz's status and envelope.
@@ -139,7 +154,7 @@ The printer on the second floor is on fire.
 		return ticket != nil
 	})
 	id := ticket["_id"].(string)
-	root := rootOf(t, f, ticket["refId"])
+	root := rootOf(t, f, base, ticket["refId"])
 	if root.User != slackfake.BotUserID || !bytes.Contains(root.Blocks, []byte("Printer on fire")) ||
 		!bytes.Contains(root.Blocks, []byte("ann@customer.test")) || root.Metadata == nil {
 		t.Errorf("root message: user %s, blocks %s, metadata %+v", root.User, root.Blocks, root.Metadata)
@@ -203,12 +218,7 @@ The printer on the second floor is on fire.
 		t.Fatal(err)
 	}
 	f.Until(t, "the redelivered envelope acked", func() bool { return len(f.AcksFor(reply.EnvelopeID)) == 2 })
-	var metrics string
-	testwait.For(t, "the queue drained", func() bool {
-		metrics = string(scrape(t, base))
-		return strings.Contains(metrics, `ticketd_outbox_deliveries{state="pending"} 0`) &&
-			strings.Contains(metrics, `ticketd_outbox_deliveries{state="waiting"} 0`)
-	})
+	metrics := drained(t, base)
 	tk = adm.do("GET", "/api/ticket/admin-fetch-one?id="+id, "")["data"].(map[string]any)
 	if n := len(tk["response"].([]any)); n != 2 {
 		t.Errorf("%d responses after the redelivery, want 2 (reply, note)", n)
@@ -293,5 +303,103 @@ func TestSlackDegradedStart(t *testing.T) {
 	}
 	if n := len(f.CallsTo("chat.postMessage")); n != 0 {
 		t.Errorf("%d posts with a refused token", n)
+	}
+}
+
+// Events mode: Slack's requests arrive on the API listener, outside JWT
+// auth; good ones are applied, and bad, stale or unsigned ones are 401 and
+// change nothing; a replay (Slack's retry) is applied once.
+func TestSlackEventsModeOnTheAPIListener(t *testing.T) {
+	f := newSlackFake(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data")) +
+		slackYAML(f, "events", slackfake.BotToken, "")
+	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
+	base, stop := startServe(t, dir)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	adm := apiClient{t: t, base: base, auth: mint(t, dir, "-role", "admin")}
+	testwait.For(t, "the bridge identified", func() bool {
+		_, m := readyz(t, base)
+		return m["message"] == "ready" && strings.Contains(fmt.Sprint(m["data"]), "connected")
+	})
+	tok := mint(t, dir, "-role", "customer", "-team", "acme")
+	created := post(t, base+"/api/ticket/create", tok, `{"subject":"Printer on fire","description":"second floor"}`)["data"].(map[string]any)
+	id := created["_id"].(string)
+	root := rootOf(t, f, base, created["refId"])
+
+	send := func(req *http.Request) (int, string) {
+		t.Helper()
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(res.Body)
+		return res.StatusCode, b.String()
+	}
+	ticket := func() map[string]any {
+		return adm.do("GET", "/api/ticket/admin-fetch-one?id="+id, "")["data"].(map[string]any)
+	}
+	now := time.Now()
+
+	if code, body := send(slackfake.SignedRequest(base+"/slack/events", "application/json", slackfake.URLVerificationBody("chal-42"), testSigningSecret, now, 0, "")); code != 200 || !strings.Contains(body, "chal-42") {
+		t.Errorf("url_verification: %d %s", code, body)
+	}
+
+	// Refused: a wrong secret, a stale timestamp, no signature at all.
+	bad := f.MessageEvent(slackfake.MessageSpec{ThreadTS: root.TS, User: agentID, Text: "forged"})
+	stale := f.MessageEvent(slackfake.MessageSpec{ThreadTS: root.TS, User: agentID, Text: "stale"})
+	forgedButton := f.BlockActionEnvelope(agentID, slackfake.ChannelID, root.TS, slackfake.Action{
+		ActionID: slackui.StatusActionID(store.StatusResolved), BlockID: slackui.BlockActions, Type: "button",
+		Value: slackui.Value(mustOID(t, id), string(store.StatusResolved))})
+	unsigned, _ := http.NewRequest("POST", base+"/slack/commands", strings.NewReader("command=%2Fticket&text=1+resolved&user_id="+agentID))
+	unsigned.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for name, req := range map[string]*http.Request{
+		"wrong secret":     bad.HTTPRequest(base, "not-the-secret-0123456789abcdef", now),
+		"stale":            stale.HTTPRequest(base, testSigningSecret, now.Add(-10*time.Minute)),
+		"forged button":    forgedButton.HTTPRequest(base, "not-the-secret-0123456789abcdef", now),
+		"unsigned /ticket": unsigned,
+	} {
+		if code, body := send(req); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d %s, want 401", name, code, body)
+		}
+	}
+	if tk := ticket(); len(tk["response"].([]any)) != 0 || tk["status"] != "created" {
+		t.Fatalf("refused requests changed the ticket: %v", tk)
+	}
+
+	// A good reply, then Slack's retry of it.
+	good := f.MessageEvent(slackfake.MessageSpec{ThreadTS: root.TS, User: agentID, Text: "We are on it."})
+	if code, body := send(good.HTTPRequest(base, testSigningSecret, time.Now())); code != 200 {
+		t.Fatalf("signed reply: %d %s", code, body)
+	}
+	good.RetryAttempt, good.RetryReason = 1, "http_timeout"
+	if code, body := send(good.HTTPRequest(base, testSigningSecret, time.Now())); code != 200 {
+		t.Fatalf("Slack's retry: %d %s", code, body)
+	}
+	button := f.BlockActionEnvelope(agentID, slackfake.ChannelID, root.TS, slackfake.Action{
+		ActionID: slackui.StatusActionID(store.StatusResolved), BlockID: slackui.BlockActions, Type: "button",
+		Value: slackui.Value(mustOID(t, id), string(store.StatusResolved))})
+	if code, body := send(button.HTTPRequest(base, testSigningSecret, time.Now())); code != 200 {
+		t.Fatalf("signed button: %d %s", code, body)
+	}
+	tk := ticket()
+	resp := tk["response"].([]any)
+	if len(resp) != 1 || !strings.Contains(fmt.Sprint(resp[0].(map[string]any)["description"]), "We are on it.") || tk["status"] != "resolved" {
+		t.Errorf("after the good requests: status %v, responses %v", tk["status"], resp)
+	}
+	metrics := string(scrape(t, base))
+	for _, want := range []string{
+		`ticketd_slack_payloads_total{outcome="rejected"} 4`,
+		`ticketd_slack_handled_total{outcome="deduplicated"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
