@@ -1,13 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,5 +408,113 @@ func TestSlackEventsModeOnTheAPIListener(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// startBinary runs the built daemon with cfg and returns its base URL and
+// the process; its log goes to the test's log.
+func startBinary(t *testing.T, bin, cfg string) (string, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "-config", cfg)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(stderr)
+	listen := regexp.MustCompile(`listen=(\S+)`)
+	for lines.Scan() {
+		t.Log(lines.Text())
+		if m := listen.FindStringSubmatch(lines.Text()); m != nil {
+			go func() {
+				for lines.Scan() {
+				}
+			}()
+			return "http://" + m[1], cmd
+		}
+	}
+	t.Fatal("the daemon exited without a listen line")
+	return "", nil
+}
+
+// A crash after Slack accepted a ticket's root message but before its ts
+// was stored must not make a second thread. The real daemon runs as a
+// process behind a proxy to the fake Slack that passes its root post to
+// Slack (which stores it) and then holds the answer back; the test kills
+// the process there with SIGKILL, restarts the daemon on the same data
+// directory, and the ticket still has exactly one root message, bound to it.
+func TestSlackKillBetweenPostAndTSWriteMakesOneThread(t *testing.T) {
+	f := newSlackFake(t)
+	accepted := make(chan struct{}, 1)
+	var holding atomic.Bool
+	holding.Store(true)
+	target, _ := url.Parse(f.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(res *http.Response) error {
+		if holding.Load() && strings.HasSuffix(res.Request.URL.Path, "/chat.postMessage") {
+			accepted <- struct{}{}
+			<-res.Request.Context().Done() // the daemon's connection dies with it
+			return res.Request.Context().Err()
+		}
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ticketd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cfgPath := filepath.Join(dir, "ticketd.yaml")
+	yaml := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: info}\n", filepath.Join(dir, "data")) +
+		strings.Replace(slackYAML(f, "events", slackfake.BotToken, ""), f.APIURL(), front.URL+"/api/", 1)
+	// The killed daemon's claim on the delivery runs out soon.
+	yaml = strings.Replace(yaml, "delivery: {", "delivery: {lease: 3s, ", 1)
+	os.WriteFile(cfgPath, []byte(yaml), 0o600)
+
+	base, proc := startBinary(t, bin, cfgPath)
+	tok := mint(t, dir, "-role", "customer", "-team", "acme")
+	created := post(t, base+"/api/ticket/create", tok, `{"subject":"Printer on fire","description":"second floor"}`)["data"].(map[string]any)
+	select {
+	case <-accepted:
+	case <-time.After(slackfake.DefaultTimeout):
+		t.Fatal("the root message never reached Slack")
+	}
+	if err := proc.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	proc.Wait()
+	if n := len(f.Roots(slackfake.ChannelID)); n != 1 {
+		t.Fatalf("%d root messages in Slack at the kill, want the one accepted", n)
+	}
+
+	holding.Store(false)
+	base, stop := startServe(t, dir)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	metrics := drained(t, base)
+	if !strings.Contains(metrics, `ticketd_outbox_deliveries{state="dead"} 0`) {
+		t.Errorf("a dead letter after the restart")
+	}
+	roots := f.Roots(slackfake.ChannelID)
+	if len(roots) != 1 || len(f.CallsTo("chat.postMessage")) != 1 {
+		t.Fatalf("%d root messages, %d posts after the restart, want 1 and 1", len(roots), len(f.CallsTo("chat.postMessage")))
+	}
+	// The one root is bound to the ticket: an agent's reply in it lands there.
+	reply := f.MessageEvent(slackfake.MessageSpec{ThreadTS: roots[0].TS, User: agentID, Text: "On it."})
+	req := reply.HTTPRequest(base, testSigningSecret, time.Now())
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("reply in the thread: %v %v", res, err)
+	}
+	res.Body.Close()
+	adm := apiClient{t: t, base: base, auth: mint(t, dir, "-role", "admin")}
+	tk := adm.do("GET", "/api/ticket/admin-fetch-one?id="+created["_id"].(string), "")["data"].(map[string]any)
+	if n := len(tk["response"].([]any)); n != 1 {
+		t.Errorf("the reply in the one thread did not reach the ticket: %d responses", n)
 	}
 }
