@@ -313,6 +313,37 @@ func TestSlackDegradedStart(t *testing.T) {
 	}
 }
 
+// An unreachable Slack at start: degraded with the reason; tickets made
+// meanwhile wait in the outbox; once Slack answers, the bridge identifies
+// itself, connects, and the waiting ticket gets its thread.
+func TestSlackUnreachableThenBack(t *testing.T) {
+	f := newSlackFake(t)
+	f.Refuse()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data")) +
+		slackYAML(f, "socket", slackfake.BotToken, "")
+	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
+	base, stop := startServe(t, dir)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	testwait.For(t, "/readyz naming Slack unreachable", func() bool {
+		code, m := readyz(t, base)
+		return code == 200 && strings.Contains(fmt.Sprint(m["message"]), "degraded: slack: cannot reach Slack")
+	})
+	tok := mint(t, dir, "-role", "customer", "-team", "acme")
+	created := post(t, base+"/api/ticket/create", tok, `{"subject":"during the outage","description":"queued"}`)["data"].(map[string]any)
+	f.Restore()
+	rootOf(t, f, base, created["refId"])
+	f.WaitConnections(t, 1)
+	testwait.For(t, "/readyz ready again", func() bool {
+		_, m := readyz(t, base)
+		return m["message"] == "ready"
+	})
+}
+
 // Events mode: Slack's requests arrive on the API listener, outside JWT
 // auth; good ones are applied, and bad, stale or unsigned ones are 401 and
 // change nothing; a replay (Slack's retry) is applied once.
