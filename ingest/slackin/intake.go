@@ -359,7 +359,7 @@ func (h *Bridge) editOpening(ctx context.Context, t *store.Ticket, raw string, b
 	if t.Answered() {
 		return false, nil
 	}
-	text, whole := withNotes(h.plainText(ctx, raw), nil, h.o.MaxDescription)
+	text, whole := withNotes(h.plainText(ctx, raw), nil, h.o.Limits)
 	if whole != "" || text == "" {
 		return false, nil
 	}

@@ -129,7 +129,7 @@ func TestIntakeAgentReplyInCustomerThreadIsCustomerFacing(t *testing.T) {
 }
 
 func TestIntakeLongMessageAndFiles(t *testing.T) {
-	d := newIntakeDesk(t, func(o *Options) { o.MaxDescription = 100 })
+	d := newIntakeDesk(t, func(o *Options) { o.Limits = store.Limits{MaxDescription: 100} })
 	f := d.f.AddFile("log.txt", "text/plain", []byte("the log"))
 	long := strings.Repeat("word ", 300)
 	env := d.post(slackfake.MessageSpec{Channel: intakeCh, User: guestID, Text: long, Files: []string{f.ID}})
