@@ -78,6 +78,8 @@ func TestHostileMailWithinLimits(t *testing.T) {
 			subject: func(s string) bool { return strings.HasPrefix(s, "word0 word1 ") && strings.HasSuffix(s, "…") }},
 		{name: "10 MB description", raw: hostileMail("b@customer.test", "<giant-body@customer.test>", "Huge body", bigBody),
 			subject: func(s string) bool { return s == "Huge body" }, cut: true},
+		{name: "1 MB Message-ID", raw: hostileMail("g@customer.test", "<"+strings.Repeat("x", 1<<20)+"@customer.test>", "Giant id", "Short body.\r\n"),
+			subject: func(s string) bool { return s == "Giant id" }},
 		{name: "NUL subject", raw: eml("hostile_nul_subject.eml"), subject: func(s string) bool { return s == "(no subject)" }},
 		{name: "invisible subject", raw: eml("hostile_invisible_subject.eml"), subject: func(s string) bool { return s == "(no subject)" }},
 		{name: "control characters in file names", raw: eml("hostile_control_filenames.eml"),
@@ -96,6 +98,13 @@ func TestHostileMailWithinLimits(t *testing.T) {
 			}
 			if n := utf8.RuneCountInString(tk.Description); n > lim.MaxDescription {
 				t.Errorf("description is %d characters, over %d", n, lim.MaxDescription)
+			}
+			// Every id is repeated in the In-Reply-To and References of our
+			// mail: none may be longer than a header line.
+			for _, id := range append(tk.MessageIDs, res.Key) {
+				if len(id) > 998 {
+					t.Errorf("a %d-byte Message-ID kept: %.40q...", len(id), id)
+				}
 			}
 			if got := strings.HasSuffix(tk.Description, truncatedNote); got != tc.cut {
 				t.Errorf("description ends with the truncation note: %v, want %v", got, tc.cut)

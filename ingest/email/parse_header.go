@@ -189,6 +189,15 @@ func headerTail(values []string, n int) string {
 	return strings.Join(parts, " ")
 }
 
+// maxMsgIDBytes is the longest Message-ID taken (without its brackets):
+// one that fits on an In-Reply-To line of at most 998 bytes (RFC 5322).
+// Every id a ticket keeps is repeated in the In-Reply-To and References of
+// the mail ticketd sends, so a longer one would make that mail carry it (a
+// 1 MB Message-ID, reflected to whatever address the sender wrote). A mail
+// whose own id is longer is keyed by the hash of its bytes, like one
+// without a Message-ID.
+const maxMsgIDBytes = 998 - len("In-Reply-To: <>")
+
 func scanMsgIDs(v string) []string {
 	var out []string
 	for len(v) > 0 {
@@ -202,7 +211,7 @@ func scanMsgIDs(v string) []string {
 				end = len(v)
 			}
 			id := strings.Join(strings.Fields(v[1:end]), "")
-			if id != "" && !strings.ContainsAny(id, "<") {
+			if id != "" && len(id) <= maxMsgIDBytes && !strings.ContainsAny(id, "<") {
 				out = append(out, "<"+id+">")
 			}
 			v = v[min(end+1, len(v)):]
@@ -212,7 +221,7 @@ func scanMsgIDs(v string) []string {
 		if i := strings.IndexAny(v, " \t\r\n,<"); i >= 0 {
 			word = v[:i]
 		}
-		if strings.Contains(word, "@") && !strings.ContainsAny(word, `()">`) {
+		if strings.Contains(word, "@") && len(word) <= maxMsgIDBytes && !strings.ContainsAny(word, `()">`) {
 			out = append(out, "<"+word+">")
 		}
 		v = v[len(word):]
@@ -227,7 +236,7 @@ func firstMsgID(v string) string {
 	}
 	// Some senders write a bare id without "@"; keep it, bracketed, so
 	// threading still works.
-	if f := strings.Fields(v); len(f) > 0 {
+	if f := strings.Fields(v); len(f) > 0 && len(f[0]) <= maxMsgIDBytes {
 		return "<" + strings.Trim(f[0], "<>") + ">"
 	}
 	return ""
