@@ -102,6 +102,16 @@ func (l Limits) FitSubject(s string) string {
 	return strings.TrimRight(cut, " ") + "…"
 }
 
+// MaxNameChars is the longest name kept for a customer or an agent: names
+// come from mail and Slack, and go into the To of every mail sent.
+const MaxNameChars = 100
+
+// FitName is a person's name as the store keeps it: cleaned like a
+// subject, cut to MaxNameChars.
+func FitName(s string) string {
+	return Limits{MaxSubject: MaxNameChars}.FitSubject(s)
+}
+
 // FitDescription cuts a description over MaxDescription so that it, with
 // note appended, fits; cut says whether it did. note should say where the
 // whole text went.

@@ -92,6 +92,12 @@ func TestLimitsFit(t *testing.T) {
 	if err := l.CheckDescription(got); err != nil {
 		t.Errorf("a fitted description is refused: %v", err)
 	}
+	if n := utf8.RuneCountInString(store.FitName(strings.Repeat("Ada ", 1<<18))); n > store.MaxNameChars {
+		t.Errorf("FitName kept %d characters", n)
+	}
+	if got := store.FitName("Ada\u0000 \x1b[31mLovelace"); got != "Ada Lovelace" {
+		t.Errorf("FitName = %q", got)
+	}
 }
 
 // The store itself holds every writer to its limits, whatever the adapter

@@ -80,6 +80,8 @@ func TestHostileMailWithinLimits(t *testing.T) {
 			subject: func(s string) bool { return s == "Huge body" }, cut: true},
 		{name: "1 MB Message-ID", raw: hostileMail("g@customer.test", "<"+strings.Repeat("x", 1<<20)+"@customer.test>", "Giant id", "Short body.\r\n"),
 			subject: func(s string) bool { return s == "Giant id" }},
+		{name: "1 MB sender name", raw: hostileMail(`"`+wordsOf(1<<20, "")+`" <h@customer.test>`, "<giant-name@customer.test>", "Giant name", "Short body.\r\n"),
+			subject: func(s string) bool { return s == "Giant name" }},
 		{name: "NUL subject", raw: eml("hostile_nul_subject.eml"), subject: func(s string) bool { return s == "(no subject)" }},
 		{name: "invisible subject", raw: eml("hostile_invisible_subject.eml"), subject: func(s string) bool { return s == "(no subject)" }},
 		{name: "control characters in file names", raw: eml("hostile_control_filenames.eml"),
@@ -105,6 +107,10 @@ func TestHostileMailWithinLimits(t *testing.T) {
 				if len(id) > 998 {
 					t.Errorf("a %d-byte Message-ID kept: %.40q...", len(id), id)
 				}
+			}
+			// The sender's name goes into the To of our mail.
+			if c, err := st.Customer(ctx, tk.CreatorID); err != nil || utf8.RuneCountInString(c.Name) > store.MaxNameChars {
+				t.Errorf("the sender's customer record: %v, name of %d characters", err, utf8.RuneCountInString(c.Name))
 			}
 			if got := strings.HasSuffix(tk.Description, truncatedNote); got != tc.cut {
 				t.Errorf("description ends with the truncation note: %v, want %v", got, tc.cut)
