@@ -15,21 +15,56 @@ import (
 // readHeaders fills the header fields of msg. Only a missing or
 // unparsable From is an error: without a sender there is nobody to answer.
 func (p *mimeParser) readHeaders(h textproto.Header, msg *Message) error {
-	from, err := p.fromAddress(h.Get("From"))
+	from, err := p.fromAddress(headerHead(h.Get("From")))
 	if err != nil {
 		return err
 	}
 	msg.From = from
-	msg.MessageID = firstMsgID(h.Get("Message-Id"))
+	msg.MessageID = firstMsgID(headerHead(h.Get("Message-Id")))
 	msg.InReplyTo = msgIDList(h.Values("In-Reply-To"))
 	msg.References = msgIDList(h.Values("References"))
-	msg.To = p.addressList(h.Values("To"))
-	msg.Cc = p.addressList(h.Values("Cc"))
+	msg.To = p.addressList(headerHeads(h.Values("To")))
+	msg.Cc = p.addressList(headerHeads(h.Values("Cc")))
 	msg.ReturnPath, msg.NullReturnPath = returnPath(h.Values("Return-Path"))
 	msg.DeliveredTo = p.deliveredTo(h)
-	msg.Subject = cleanHeaderText(p.decodeWords(h.Get("Subject")))
-	msg.Date = p.parseDate(h.Get("Date"))
+	msg.Subject = cleanHeaderText(p.decodeWords(headerHead(h.Get("Subject"))))
+	msg.Date = p.parseDate(headerHead(h.Get("Date")))
 	return nil
+}
+
+// maxFieldBytes is how much of a header field (of all its occurrences, for
+// To and Cc) is decoded: far more than any sender, recipient list or subject
+// the store keeps, so that decoding, which makes copies (net/mail holds a
+// quoted name as runes, four bytes a character), costs a constant, not a
+// multiple of a megabyte-long field. In-Reply-To and References are read
+// from their tail instead (msgIDList).
+const maxFieldBytes = 64 << 10
+
+// headerHead is the first maxFieldBytes of a field's value, cut at a space
+// when there is one in its last quarter, so no word is taken in part.
+func headerHead(v string) string {
+	if len(v) <= maxFieldBytes {
+		return v
+	}
+	v = v[:maxFieldBytes]
+	if i := strings.LastIndexAny(v, " \t\r\n,"); i >= maxFieldBytes*3/4 {
+		v = v[:i]
+	}
+	return v
+}
+
+// headerHeads keeps the first maxFieldBytes of all values together.
+func headerHeads(values []string) []string {
+	var out []string
+	for size := 0; len(values) > 0 && size < maxFieldBytes; values = values[1:] {
+		v := values[0]
+		if room := maxFieldBytes - size; len(v) > room {
+			v = headerHead(v)[:min(len(v), room)]
+		}
+		out = append(out, v)
+		size += len(v)
+	}
+	return out
 }
 
 // cleanHeaderText turns control characters (left by broken folding or
@@ -59,7 +94,7 @@ func (p *mimeParser) fromAddress(v string) (mail.Address, error) {
 	}
 	loc := addrSpec.FindStringIndex(v)
 	if loc == nil {
-		return mail.Address{}, fmt.Errorf("parse mail: no address in From %q: %w", v, ErrNotMail)
+		return mail.Address{}, fmt.Errorf("parse mail: no address in From %.200q: %w", v, ErrNotMail)
 	}
 	p.warnf("malformed From header parsed leniently")
 	// From holds one person: everything before the address is the name,
