@@ -168,6 +168,10 @@ func safeParse(raw []byte, o ParseOptions) (msg *Message, err error) {
 	return Parse(raw, o)
 }
 
+// maxAddressBytes is the longest mail address there is (RFC 5321 4.5.3.1.3
+// less its brackets).
+const maxAddressBytes = 254
+
 // deliver turns one message into a ticket or a response, or records why
 // not. It returns an error only when the message should be tried again (the
 // store failed); anything wrong with the message itself is quarantined.
@@ -180,7 +184,9 @@ func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
 	key := idempotencyKey(msg, in.raw)
 	from := normAddr(msg.From.Address)
 	log := d.log.With("key", key, "from", from)
-	if from == "" || !strings.Contains(from, "@") {
+	// An address is at most 254 bytes (RFC 5321's path limit): a longer
+	// one cannot be answered, and would be a customer's key.
+	if from == "" || !strings.Contains(from, "@") || len(from) > maxAddressBytes {
 		return d.quarantine(ctx, in, "no usable From address", nil)
 	}
 	res, err := d.route(ctx, in, msg, key, from, log)
