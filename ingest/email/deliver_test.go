@@ -464,44 +464,6 @@ func (c *lookupCounter) TicketByRef(ctx context.Context, ref int64, scope store.
 	return c.Store.TicketByRef(ctx, ref, scope)
 }
 
-// A mail whose threading headers hold tens of thousands of candidates costs
-// a constant number of lookups (counted, not timed), and the mailbox goes on.
-func TestThreadingLookupsAreBounded(t *testing.T) {
-	st := &lookupCounter{Store: newStore(t)}
-	src := deliverOnly(t, st, map[string]string{"acme.test": "acme"})
-	signer := replytoken.New(testSecret)
-
-	// A sender of a team, so every step looks: 50 tokens that verify but
-	// name no ticket, 35,000 unknown ids (about 1 MB) and 1,000 subject tags.
-	var to, subject strings.Builder
-	to.WriteString(testBase)
-	for range 50 {
-		to.WriteString(", " + signer.Address(testBase, bson.NewObjectID()))
-	}
-	for i := range 1000 {
-		fmt.Fprintf(&subject, "[#%d] ", 100000+i)
-	}
-	flood := testMail{from: "Bob <bob@acme.test>", to: to.String(), subject: subject.String() + "flood",
-		headers: []string{"In-Reply-To: " + floodIDs(35000), "References: " + floodIDs(35000)}}.bytes()
-	if len(flood) < 2_000_000 {
-		t.Fatalf("the flood mail is %d bytes, want two headers of about a megabyte", len(flood))
-	}
-
-	res := deliverMail(t, src, flood)
-	bound := int64(1 + maxReplyTokens + 2*maxThreadIDs + maxSubjectTags)
-	if n := st.n.Load(); n > bound {
-		t.Errorf("%d store lookups for one mail, want at most %d", n, bound)
-	}
-	if res.Kind != KindTicket {
-		t.Errorf("the flood mail: %+v, want a ticket", res)
-	}
-	next := deliverMail(t, src, testMail{subject: "The next good mail"}.bytes())
-	if next.Kind != KindTicket {
-		t.Fatalf("the next mail: %+v, want a ticket", next)
-	}
-	ticketWithSubject(t, st.Store, "The next good mail")
-}
-
 // A Message-ID is whatever the sender wrote. A stranger who reuses the
 // Message-ID of a ticket's opening mail (or a client that gives every mail
 // the same one) must not have his mail taken for a re-read of that one and
