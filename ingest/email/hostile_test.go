@@ -145,6 +145,8 @@ func TestHostileMailWithinLimits(t *testing.T) {
 			quarantined: true},
 		{name: "1 MB sender address", raw: hostileMail(strings.Repeat("i", 1<<20)+"@customer.test", "<giant-address@customer.test>", "Giant address", "Short body.\r\n"),
 			quarantined: true},
+		{name: "1,000-byte sender address", raw: hostileMail(strings.Repeat("i", 1000)+"@customer.test", "<long-address@customer.test>", "Long address", "Short body.\r\n"),
+			quarantined: true},
 		{name: "NUL subject", raw: eml("hostile_nul_subject.eml"), subject: is("(no subject)")},
 		{name: "invisible subject", raw: eml("hostile_invisible_subject.eml"), subject: is("(no subject)")},
 		{name: "control characters in file names", raw: eml("hostile_control_filenames.eml"),
