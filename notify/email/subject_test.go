@@ -53,3 +53,33 @@ func TestLongestSubjectIsMailedWhole(t *testing.T) {
 		}
 	}
 }
+
+// A long thread's References keeps its root and its newest ids, at most
+// ReferencesMax of them, however many the ticket has recorded (issue 6,
+// point 3; RFC 5322 3.6.4 allows trimming the middle).
+func TestLongThreadReferencesAreCapped(t *testing.T) {
+	e := newEnv(t, smtptest.Options{})
+	e.relay()
+	e.start(e.options())
+	tk := e.ticket("A long thread")
+	e.srv.WaitFor(t, 1, 10*time.Second)
+	var last string
+	for i := range 50 {
+		last = fmt.Sprintf("<thread-%d@customer.example>", i)
+		if err := e.st.AddMessageID(e.ctx, tk.ID, last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.reply(tk, "Still on it.", false)
+	got := e.srv.WaitFor(t, 2, 10*time.Second)[1]
+	refs := strings.Fields(header(t, got, "References"))
+	if len(refs) != 10 { // the default ReferencesMax
+		t.Errorf("References holds %d ids, want 10", len(refs))
+	}
+	if len(refs) == 0 || refs[0] != tk.MessageIDs[0] || refs[len(refs)-1] != last {
+		t.Errorf("References = %q, want the root %q first and the newest %q last", refs, tk.MessageIDs[0], last)
+	}
+	if v := header(t, got, "In-Reply-To"); v != last {
+		t.Errorf("In-Reply-To = %q, want %q", v, last)
+	}
+}
