@@ -699,9 +699,11 @@ func (d *deliverer) quarantine(ctx context.Context, in inbound, reason string, e
 		Size: size, Raw: raw, Truncated: int64(len(raw)) < size,
 	}
 	if env != nil {
-		q.MessageID = env.MessageID
-		q.Subject = env.Subject
-		if len(env.From) > 0 {
+		// The server's envelope of a mail too big to read holds whatever
+		// the sender wrote: each field is cut, like a read mail's.
+		q.MessageID = firstMsgID(env.MessageID)
+		q.Subject = d.w.Limits().FitSubject(env.Subject)
+		if len(env.From) > 0 && len(env.From[0].Addr()) <= maxAddressBytes {
 			q.From = env.From[0].Addr()
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/emersion/go-imap/v2"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/ticketd/ticketd/internal/replytoken"
@@ -258,5 +259,35 @@ func nextGoodMail(t *testing.T, src *Source, st *store.Store, i int) {
 	res, err := src.Deliver(context.Background(), "INBOX", testMail{subject: subject}.bytes())
 	if err != nil || res.Kind != KindTicket || loadTicket(t, st, res.TicketID).Subject != subject {
 		t.Fatalf("the next good mail: %+v, %v", res, err)
+	}
+}
+
+// A mail too big to read is quarantined from the server's envelope, which
+// holds whatever its sender wrote: the record keeps each field cut as a
+// read mail's would be (a 20 MB subject was kept whole: over MongoDB's
+// 16 MB document limit the record is refused on every retry, and the
+// admin-quarantine listing carried it).
+func TestQuarantinedEnvelopeIsCut(t *testing.T) {
+	st := newStore(t)
+	src := newDeliverSource(t, st)
+	env := &imap.Envelope{
+		Subject:   wordsOf(20<<20, " "),
+		MessageID: strings.Repeat("m", 1<<20) + "@customer.test",
+		From:      []imap.Address{{Mailbox: strings.Repeat("f", 1<<20), Host: "customer.test"}},
+	}
+	in := inbound{mailbox: "INBOX", uidValidity: 1, uid: 7, size: 30 << 20, raw: []byte("From: f@customer.test\r\n")}
+	res, err := src.d.quarantine(context.Background(), in, "too big", env)
+	if err != nil || res.Kind != KindQuarantined {
+		t.Fatalf("quarantine = %+v, %v", res, err)
+	}
+	q, err := st.QuarantinedMessage(context.Background(), "INBOX/1/7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := utf8.RuneCountInString(q.Subject); n > st.Limits().MaxSubject || !strings.HasPrefix(q.Subject, "word0 ") {
+		t.Errorf("subject of %d characters: %.40q", n, q.Subject)
+	}
+	if len(q.MessageID) > 998 || len(q.From) > maxAddressBytes {
+		t.Errorf("Message-ID of %d bytes, From of %d", len(q.MessageID), len(q.From))
 	}
 }
