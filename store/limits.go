@@ -201,7 +201,30 @@ func SafeFilename(name string) string {
 	if strings.Trim(name, ".") == "" {
 		return ""
 	}
+	if len(name) > MaxFilenameBytes {
+		// Keep a short extension: it says what the file is.
+		ext := ""
+		if i := strings.LastIndexByte(name, '.'); i > 0 && len(name)-i <= 16 {
+			ext = name[i:]
+		}
+		name = strings.TrimSpace(cutBytes(name[:len(name)-len(ext)], MaxFilenameBytes-len(ext))) + ext
+	}
 	return name
+}
+
+// MaxFilenameBytes is the longest file name kept, as most file systems
+// allow: a name comes from the sender and is shown wherever the file is.
+const MaxFilenameBytes = 255
+
+// cutBytes cuts s to at most n bytes, not inside a character.
+func cutBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // stripANSI removes ANSI escape sequences (ESC [ ... final byte, ESC ] ...

@@ -148,6 +148,11 @@ func TestHostileMailWithinLimits(t *testing.T) {
 			quarantined: true},
 		{name: "1,000-byte sender address", raw: hostileMail(strings.Repeat("i", 1000)+"@customer.test", "<long-address@customer.test>", "Long address", "Short body.\r\n"),
 			quarantined: true},
+		{name: "1 MB attachment name", raw: hostileMail("k@customer.test", "<giant-filename@customer.test>",
+			"Giant file name\r\nContent-Type: multipart/mixed; boundary=XX", "--XX\r\nContent-Type: text/plain\r\n\r\nSee the file.\r\n"+
+				"--XX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\""+strings.Repeat("n", 1<<20)+".pdf\"\r\n\r\n%PDF-1.4\r\n--XX--\r\n"),
+			subject: is("Giant file name"), filenames: []string{strings.Repeat("n", store.MaxFilenameBytes-4) + ".pdf"},
+			memoryOpen: "a MIME part's header is read whole by go-message's textproto.ReadHeader, unbounded (8.5 MB for a 1 MB one)"},
 		{name: "NUL subject", raw: eml("hostile_nul_subject.eml"), subject: is("(no subject)")},
 		{name: "invisible subject", raw: eml("hostile_invisible_subject.eml"), subject: is("(no subject)")},
 		{name: "control characters in file names", raw: eml("hostile_control_filenames.eml"),
