@@ -100,7 +100,12 @@ type Ticket struct {
 	// SourceKey is the idempotency key of whatever created the ticket
 	// (a Message-ID, a Slack ts, an API Idempotency-Key or a fresh id); a
 	// unique index on it makes a retried create return the first ticket.
-	SourceKey  string         `bson:"sourceKey"`
+	SourceKey string `bson:"sourceKey"`
+	// SourceHash fingerprints the content that SourceKey names (for mail:
+	// the sender and the body), so a sender who reuses someone else's
+	// Message-ID is told from a re-read of the same message. Empty on
+	// records made before it existed.
+	SourceHash string         `bson:"sourceHash,omitempty"`
 	AssigneeID *bson.ObjectID `bson:"assigneeId,omitempty"`
 	// Attachments lists the files that came with the opening message.
 	Attachments []Attachment `bson:"attachments,omitempty"`
@@ -148,6 +153,8 @@ type Response struct {
 	Source Source `bson:"source,omitempty"`
 	// SourceKey deduplicates a retried delivery of the same message.
 	SourceKey string `bson:"sourceKey,omitempty"`
+	// SourceHash fingerprints the content SourceKey names (see Ticket).
+	SourceHash string `bson:"sourceHash,omitempty"`
 	// Internal marks an agent note that is never sent to the customer.
 	Internal    bool         `bson:"internal,omitempty"`
 	Attachments []Attachment `bson:"attachments,omitempty"`

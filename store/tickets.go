@@ -43,6 +43,8 @@ type NewTicket struct {
 	Source      Source
 	// SourceKey is the idempotency key; empty means a fresh one.
 	SourceKey string
+	// SourceHash fingerprints the content SourceKey names; may be empty.
+	SourceHash string
 	// MessageID of the mail that opened the ticket, if any: recorded in the
 	// same insert, so the acknowledgement can thread under it at once.
 	MessageID string
@@ -110,6 +112,7 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 		TeamID:      in.TeamID,
 		Source:      in.Source,
 		SourceKey:   in.SourceKey,
+		SourceHash:  in.SourceHash,
 		Attachments: in.Attachments,
 		Logs:        []LogEntry{logEntry(id, in.Creator, now, "Ticket created")},
 		Outbox:      []Event{{ID: bson.NewObjectID(), Kind: EventTicketCreated, TicketID: id, ActorID: in.Creator.ID, ActorType: in.Creator.Type, At: now, Origin: in.Source}},
@@ -180,7 +183,9 @@ type NewResponse struct {
 	Description string
 	Source      Source
 	// SourceKey deduplicates redelivery of the same message; may be empty.
-	SourceKey   string
+	SourceKey string
+	// SourceHash fingerprints the content SourceKey names; may be empty.
+	SourceHash  string
 	Internal    bool
 	Attachments []Attachment
 	// MessageID of the mail that carried the reply, if any: appended to the
@@ -222,6 +227,7 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 			UpdatedAt:   now,
 			Source:      in.Source,
 			SourceKey:   in.SourceKey,
+			SourceHash:  in.SourceHash,
 			Internal:    in.Internal,
 			Attachments: in.Attachments,
 		}

@@ -153,8 +153,10 @@ type node struct {
 // tolerant than textproto.ReadHeader: lines that are not "Key: value" are
 // dropped (a leading mbox "From " line, 8-bit junk) and a header that is
 // not ended by an empty line ends at the first line that is not a field.
+// It keeps at most maxFieldBytes of a field and maxHeaderBytes in all (see
+// fieldKeeper), so the header costs a constant however long it is.
 func (p *mimeParser) splitHeader(raw []byte) (textproto.Header, []byte) {
-	var kept bytes.Buffer
+	var k fieldKeeper
 	rest := raw
 	fields, lastKept := 0, false
 	for len(rest) > 0 {
@@ -162,26 +164,98 @@ func (p *mimeParser) splitHeader(raw []byte) (textproto.Header, []byte) {
 		trimmed := bytes.TrimRight(line, "\r\n")
 		switch {
 		case len(bytes.TrimSpace(trimmed)) == 0 && len(trimmed) == 0:
-			return p.readHeaderBlock(kept.Bytes()), next
+			return p.readHeaderBlock(k.block(p)), next
 		case trimmed[0] == ' ' || trimmed[0] == '\t':
 			if lastKept {
-				kept.Write(trimmed)
-				kept.WriteString("\r\n")
+				k.continued(trimmed)
 			}
 		case isHeaderField(trimmed):
-			kept.Write(trimmed)
-			kept.WriteString("\r\n")
+			k.field(trimmed)
 			fields++
 			lastKept = true
 		case fields == 0:
 			lastKept = false // junk before the first field, e.g. mbox "From "
 		default:
 			p.warnf("header not ended by an empty line")
-			return p.readHeaderBlock(kept.Bytes()), rest
+			return p.readHeaderBlock(k.block(p)), rest
 		}
 		rest = next
 	}
-	return p.readHeaderBlock(kept.Bytes()), nil
+	return p.readHeaderBlock(k.block(p)), nil
+}
+
+// maxHeaderBytes is how much of a header block is kept, like Postfix's
+// header_size_limit (100 KiB by default): fields past it are dropped.
+const maxHeaderBytes = 1 << 20
+
+// fieldKeeper collects header lines, each field cut to maxFieldBytes: the
+// head of most fields, the tail of In-Reply-To and References, whose newest
+// ids come last.
+type fieldKeeper struct {
+	kept       bytes.Buffer
+	start      int  // where the current field begins in kept
+	tail       bool // the current field keeps its tail
+	full, over bool // the block is full; a field or the block was cut
+}
+
+func (k *fieldKeeper) field(line []byte) {
+	k.start = k.kept.Len()
+	name, _, _ := bytes.Cut(line, []byte(":"))
+	name = bytes.TrimSpace(name)
+	k.tail = bytes.EqualFold(name, []byte("References")) || bytes.EqualFold(name, []byte("In-Reply-To"))
+	if k.kept.Len()+len(name)+2 > maxHeaderBytes {
+		k.full, k.over = true, true
+	}
+	if k.full {
+		return
+	}
+	if len(line) > maxFieldBytes {
+		k.over = true
+		if k.tail { // "Name:" and the line's tail, from a space on
+			t := line[len(line)-maxFieldBytes/2:]
+			if i := bytes.IndexAny(t, " \t"); i >= 0 {
+				t = t[i:]
+			}
+			line = append(append(append([]byte(nil), name...), ':'), t...)
+		} else {
+			line = line[:maxFieldBytes]
+		}
+	}
+	k.write(line)
+}
+
+func (k *fieldKeeper) continued(line []byte) {
+	if k.full {
+		return
+	}
+	if n := k.kept.Len() - k.start + len(line); n > maxFieldBytes || k.kept.Len()+len(line) > maxHeaderBytes {
+		k.over = true
+		if !k.tail || len(line) > maxFieldBytes/2 {
+			return // the head is kept; a tail line this long is junk
+		}
+		// Drop the field's older lines, keeping its first: the newest ids
+		// are last.
+		first, _, _ := bytes.Cut(k.kept.Bytes()[k.start:], []byte("\r\n"))
+		if len(first) > maxFieldBytes/2 {
+			first = first[:bytes.IndexByte(first, ':')+1]
+		}
+		first = append([]byte(nil), first...)
+		k.kept.Truncate(k.start)
+		k.write(first)
+	}
+	k.write(line)
+}
+
+func (k *fieldKeeper) write(line []byte) {
+	k.kept.Write(line)
+	k.kept.WriteString("\r\n")
+}
+
+func (k *fieldKeeper) block(p *mimeParser) []byte {
+	if k.over {
+		p.warnf("header fields over %d bytes, or a header over %d bytes, were cut", maxFieldBytes, maxHeaderBytes)
+	}
+	return k.kept.Bytes()
 }
 
 // cutLine returns the first line of b including its newline, and the rest.
