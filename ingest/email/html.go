@@ -3,6 +3,7 @@ package email
 import (
 	"io"
 	"strings"
+	"unicode"
 
 	"golang.org/x/net/html"
 	"golang.org/x/net/html/atom"
@@ -376,8 +377,7 @@ func (r *htmlRenderer) text(s string) {
 		r.write(s)
 		return
 	}
-	collapsed := strings.Join(strings.Fields(s), " ")
-	if collapsed == "" {
+	if nextSpace(s, false) == len(s) { // only white space
 		if s != "" {
 			r.space()
 		}
@@ -388,9 +388,34 @@ func (r *htmlRenderer) text(s string) {
 		r.space()
 	}
 	r.flush()
-	r.write(collapsed)
+	// The words of s, one space apart (strings.Fields joined, written
+	// without building either: a body is mostly text tokens).
+	for rest, sep := s, false; ; sep = true {
+		rest = rest[nextSpace(rest, false):]
+		if rest == "" {
+			break
+		}
+		end := nextSpace(rest, true)
+		if sep {
+			r.writeByte(' ')
+		}
+		r.write(rest[:end])
+		rest = rest[end:]
+	}
 	last := s[len(s)-1]
 	if last == ' ' || last == '\n' || last == '\t' || last == '\r' {
 		r.writeByte(' ')
 	}
+}
+
+// nextSpace returns the offset of the first character of s that is white
+// space (unicode.IsSpace, as strings.Fields has it) when space is true,
+// or that is not when it is false; len(s) when there is none.
+func nextSpace(s string, space bool) int {
+	for i, c := range s {
+		if unicode.IsSpace(c) == space {
+			return i
+		}
+	}
+	return len(s)
 }
