@@ -15,18 +15,7 @@ import (
 // kept, under the same indexes and sizes, also for broken MIME, and leaves
 // out the parts over the limit.
 func TestEachAttachmentMatchesParse(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inputs := map[string][]byte{"over the limit": mailWithAttachment(70 << 10)}
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs[filepath.Base(f)] = raw
-	}
+	inputs := withCorpus(t, map[string][]byte{"over the limit": mailWithAttachment(70 << 10)})
 	streamed := 0
 	for name, raw := range inputs {
 		o := ParseOptions{MaxAttachmentBytes: 64 << 10}
@@ -100,18 +89,7 @@ func generatedTexts() map[string][]byte {
 // holds, and FullTextSize says its length; mail under the bound is parsed
 // exactly as without one.
 func TestWriteFullTextMatchesParse(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inputs := generatedTexts()
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs[filepath.Base(f)] = raw
-	}
+	inputs := withCorpus(t, generatedTexts())
 	cut := 0
 	for name, raw := range inputs {
 		whole, err := Parse(raw, ParseOptions{MaxTextBytes: 1 << 30})
@@ -150,4 +128,21 @@ func TestWriteFullTextMatchesParse(t *testing.T) {
 	if cut < 20 {
 		t.Errorf("only %d texts were cut: the bound is not applied?", cut)
 	}
+}
+
+// withCorpus adds the mails of testdata to inputs, by file name.
+func withCorpus(t *testing.T, inputs map[string][]byte) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs[filepath.Base(f)] = raw
+	}
+	return inputs
 }
