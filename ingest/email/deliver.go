@@ -177,8 +177,10 @@ const maxAddressBytes = 254
 // not. It returns an error only when the message should be tried again (the
 // store failed); anything wrong with the message itself is quarantined.
 func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
-	// DataLater: attachments are decoded again, as streams, when stored.
-	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true})
+	// DataLater: attachments are decoded again, as streams, when stored,
+	// as is a text longer than a description can use.
+	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true,
+		MaxTextBytes: textBytes(d.w.Limits())})
 	if err != nil {
 		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
 	}
@@ -481,6 +483,13 @@ func mailText(msg *Message) string {
 	return "(no text)"
 }
 
+// textBytes is how much of a mail's text to keep in memory: a
+// description of lim's characters, of up to four bytes each (Parse's
+// default for the default limit).
+func textBytes(lim store.Limits) int {
+	return 4 * lim.MaxDescription // 0: Parse's default
+}
+
 // truncatedNote ends a description cut to the store's limit.
 const truncatedNote = "\n\n[… truncated: the full message is attached as original-message.txt]"
 
@@ -530,8 +539,11 @@ func files(msg *Message, key string, keepFull bool) []file {
 		}
 		add(strconv.Itoa(i), i, store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Size)
 	}
-	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || full != strings.TrimSpace(msg.Text)) {
-		add("full-text", -1, store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, int64(len(msg.FullText)))
+	// A text longer than Parse kept is over any description: kept too.
+	size := max(msg.FullTextSize, int64(len(msg.FullText)))
+	longer := size > int64(len(msg.FullText))
+	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || longer || full != strings.TrimSpace(msg.Text)) {
+		add("full-text", -1, store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, size)
 	}
 	return out
 }
@@ -545,8 +557,9 @@ func metadata(fs []file) []store.Attachment {
 }
 
 // saveFiles stores files under a ticket, each attachment streamed to the
-// store as it is decoded from the raw message (Message.EachAttachment):
-// the raw message is the only whole copy of the mail in memory.
+// store as it is decoded from the raw message (Message.EachAttachment),
+// and so is the full text (saveFullText): the raw message is the only
+// whole copy of the mail in memory.
 func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, ticket bson.ObjectID) error {
 	parts := map[int]store.Attachment{}
 	for _, f := range fs {
@@ -554,7 +567,7 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, tick
 			parts[f.part] = f.meta
 			continue
 		}
-		if err := d.w.WriteAttachment(ctx, f.meta, ticket, strings.NewReader(msg.FullText)); err != nil {
+		if err := d.saveFullText(ctx, msg, f.meta, ticket); err != nil {
 			return err
 		}
 	}
@@ -567,6 +580,30 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, tick
 		}
 		return nil
 	})
+}
+
+// saveFullText stores the message's whole text as it is written by
+// Message.WriteFullText, through a pipe: the text is decoded again from
+// the raw message while the store reads it.
+func (d *deliverer) saveFullText(ctx context.Context, msg *Message, meta store.Attachment, ticket bson.ObjectID) error {
+	if msg.cutText == nil { // FullText is all of it
+		return d.w.WriteAttachment(ctx, meta, ticket, strings.NewReader(msg.FullText))
+	}
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				pw.CloseWithError(fmt.Errorf("decode the full text: panic: %v", r))
+			}
+		}()
+		pw.CloseWithError(msg.WriteFullText(pw)) // nil: the reader sees EOF
+	}()
+	err := d.w.WriteAttachment(ctx, meta, ticket, pr)
+	pr.CloseWithError(errors.New("the store stopped reading")) // ends the writer if the store did not read it all
+	<-done
+	return err
 }
 
 // fileNotes says which attachments were left out, and why.
