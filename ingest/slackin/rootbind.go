@@ -24,8 +24,9 @@ const maxKnownNotRoots = 1024
 // is asked for the message (one call); when the bot posted it with
 // metadata naming a ticket that exists, the message is bound to that ticket
 // here (the sink's own bind then finds it bound to the same ticket) and
-// ok=true. Any other message, or none, is not a ticket's thread (ok=false,
-// remembered, so chatter in other threads does not cost a call each time).
+// ok=true. Any other message, or none, is not a ticket's thread (ok=false;
+// a message found and not ours is remembered, so chatter in other threads
+// does not cost a call each time).
 // A failure to ask Slack is returned: the event is not acknowledged and
 // Slack delivers it again.
 func (h *Bridge) bindPostedRoot(ctx context.Context, channel, ts string) (bson.ObjectID, bool, error) {
@@ -46,6 +47,11 @@ func (h *Bridge) bindPostedRoot(ctx context.Context, channel, ts string) (bson.O
 		if m := &hist.Messages[i]; m.Timestamp == ts && (m.ThreadTimestamp == "" || m.ThreadTimestamp == ts) {
 			root = m
 		}
+	}
+	if root == nil {
+		// Not remembered: a reply's ts (a reaction on it) costs a call each
+		// time, but a root Slack's history did not show yet is not lost.
+		return bson.NilObjectID, false, nil
 	}
 	ticketID, ok := h.postedFor(root)
 	if !ok {
@@ -75,9 +81,6 @@ func (h *Bridge) bindPostedRoot(ctx context.Context, channel, ts string) (bson.O
 // from its metadata. Only the bot's own messages count: anyone may put
 // metadata on a message of theirs.
 func (h *Bridge) postedFor(m *slack.Message) (bson.ObjectID, bool) {
-	if m == nil {
-		return bson.NilObjectID, false
-	}
 	byBot := m.User == h.o.BotUserID || (m.User == "" && h.o.BotID != "" && m.BotID == h.o.BotID)
 	if !byBot {
 		return bson.NilObjectID, false
