@@ -22,6 +22,7 @@ type Store interface {
 	Ticket(ctx context.Context, id bson.ObjectID, scope store.Scope) (*store.Ticket, error)
 	TicketByRef(ctx context.Context, ref int64, scope store.Scope) (*store.Ticket, error)
 	TicketIDByThread(ctx context.Context, kind store.ThreadKind, key string) (bson.ObjectID, error)
+	BindThread(ctx context.Context, ticket bson.ObjectID, kind store.ThreadKind, key string) error
 	AddResponse(ctx context.Context, id bson.ObjectID, scope store.Scope, in store.NewResponse) (*store.Ticket, bool, error)
 	UpdateTicket(ctx context.Context, id bson.ObjectID, scope store.Scope, u store.TicketUpdate, by store.Actor) (*store.Ticket, error)
 	AddLog(ctx context.Context, id bson.ObjectID, scope store.Scope, by store.Actor, what string) error
@@ -48,6 +49,7 @@ type SlackAPI interface {
 	AddReactionContext(ctx context.Context, name string, item slack.ItemRef) error
 	GetFileInfoContext(ctx context.Context, fileID string, count, page int) (*slack.File, []slack.Comment, *slack.Paging, error)
 	GetFileContext(ctx context.Context, downloadURL string, writer io.Writer) error
+	GetConversationHistoryContext(ctx context.Context, params *slack.GetConversationHistoryParameters) (*slack.GetConversationHistoryResponse, error)
 }
 
 // ReplyDefault says what a plain agent reply in a ticket thread is.
@@ -169,8 +171,9 @@ type Bridge struct {
 	// Counts are what became of the payloads handled, read by /metrics.
 	Counts Counts
 
-	intake map[string]bool    // IntakeChannels
-	limit  *ratelimit.Limiter // new tickets per Slack user
+	intake   map[string]bool    // IntakeChannels
+	limit    *ratelimit.Limiter // new tickets per Slack user
+	notRoots *keySet            // agents' channel messages known not to be a ticket's root (rootbind.go)
 }
 
 var _ Handler = (*Bridge)(nil)
@@ -209,7 +212,7 @@ func New(o Options) (*Bridge, error) {
 		o.NewTicketsPerHour = DefaultNewTicketsPerHour
 	}
 	b := &Bridge{o: o, log: o.Logger.With("component", "slackin"), intake: map[string]bool{},
-		limit: ratelimit.New(o.NewTicketsPerHour, time.Hour, o.Now)}
+		limit: ratelimit.New(o.NewTicketsPerHour, time.Hour, o.Now), notRoots: newKeySet(maxKnownNotRoots)}
 	for _, ch := range o.IntakeChannels {
 		if ch == o.Channel {
 			return nil, fmt.Errorf("slackin: the agents' channel %s cannot be an intake channel", ch)

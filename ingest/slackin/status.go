@@ -98,7 +98,8 @@ func actionUpdate(a *slack.BlockAction, root bson.ObjectID) (store.TicketUpdate,
 }
 
 // rootTicket returns the ticket whose root message in the agents' channel
-// is channel/ts; ok=false (counted as ignored) for any other message.
+// is channel/ts, binding one the sink posted but has not bound yet
+// (bindPostedRoot); ok=false (counted as ignored) for any other message.
 func (h *Bridge) rootTicket(ctx context.Context, channel, ts string) (bson.ObjectID, bool, error) {
 	if channel != h.o.Channel || ts == "" {
 		h.Counts.Ignored.Add(1)
@@ -106,8 +107,12 @@ func (h *Bridge) rootTicket(ctx context.Context, channel, ts string) (bson.Objec
 	}
 	id, err := h.o.Store.TicketIDByThread(ctx, store.ThreadSlackAgents, slackui.MessageKey(channel, ts))
 	if errors.Is(err, store.ErrNotFound) {
-		h.Counts.Ignored.Add(1)
-		return bson.NilObjectID, false, nil
+		// Not bound: perhaps posted by the sink and not bound yet.
+		id, ok, err := h.bindPostedRoot(ctx, channel, ts)
+		if err == nil && !ok {
+			h.Counts.Ignored.Add(1)
+		}
+		return id, ok, err
 	}
 	if err != nil {
 		return bson.NilObjectID, false, err

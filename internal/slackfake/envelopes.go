@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/slack-go/slack"
 )
 
 // Envelope types, as in Socket Mode's "type" field.
@@ -49,6 +51,9 @@ type MessageSpec struct {
 	BotID       string   // set for another app's message
 	SubType     string   // e.g. "bot_message", "file_share"
 	ChannelType string   // defaults from the id: C channel, G group, D im
+	// Metadata is message metadata the author put on it (anyone can:
+	// conversations.* return it with include_all_metadata).
+	Metadata *slack.SlackMetadata
 }
 
 func (f *Fake) envelopeIDLocked() string {
@@ -102,7 +107,7 @@ func (f *Fake) MessageEvent(spec MessageSpec) Envelope {
 		f.channels[spec.Channel] = ch
 	}
 	m := &Message{Channel: ch.id, TS: f.nextTSLocked(), ThreadTS: spec.ThreadTS, User: spec.User, BotID: spec.BotID,
-		Text: spec.Text, Files: spec.Files}
+		Text: spec.Text, Files: spec.Files, Metadata: spec.Metadata}
 	ch.msgs = append(ch.msgs, m)
 	inner := f.messageEventLocked(m)
 	if spec.SubType != "" {

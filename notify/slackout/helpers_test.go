@@ -37,9 +37,15 @@ type env struct {
 type flakyReader struct {
 	*store.Store
 	failBinds atomic.Int32
+	// beforeBind, when set, runs before each bind (the inbound side binding
+	// the same root in between).
+	beforeBind func(ctx context.Context, ticket bson.ObjectID, kind store.ThreadKind, key string)
 }
 
 func (r *flakyReader) BindThread(ctx context.Context, ticket bson.ObjectID, kind store.ThreadKind, key string) error {
+	if r.beforeBind != nil {
+		r.beforeBind(ctx, ticket, kind, key)
+	}
 	if r.failBinds.Add(-1) >= 0 {
 		return errors.New("simulated crash before the binding was stored")
 	}

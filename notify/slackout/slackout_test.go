@@ -2,6 +2,7 @@ package slackout
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -95,6 +96,26 @@ func TestCrashAfterPostFindsTheRootInHistory(t *testing.T) {
 	}
 	if len(e.fake.CallsTo("conversations.history")) == 0 {
 		t.Error("history was not searched")
+	}
+}
+
+// A reply in the new thread can make the inbound side (ingest/slackin) bind
+// the root from its metadata before the sink does: the sink's bind then
+// finds it bound to the same ticket, which is success.
+func TestRootBoundByTheInboundSideFirst(t *testing.T) {
+	e := newEnv(t)
+	tk := e.newTicket()
+	var inbound error
+	e.reader.beforeBind = func(ctx context.Context, ticket bson.ObjectID, kind store.ThreadKind, key string) {
+		inbound = e.st.BindThread(ctx, ticket, kind, key)
+	}
+	e.mustDeliver(e.event(tk.ID, store.EventTicketCreated))
+	if inbound != nil {
+		t.Fatalf("inbound bind: %v", inbound)
+	}
+	roots := e.fake.Roots(slackfake.ChannelID)
+	if len(roots) != 1 || e.rootTS(tk.ID) != roots[0].TS {
+		t.Fatalf("%d roots, bound to %q", len(roots), e.rootTS(tk.ID))
 	}
 }
 
