@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -764,5 +765,24 @@ func TestDiskFullIs503AndNotReady(t *testing.T) {
 	}
 	if a := h.call("POST", "/api/ticket/create", c.token, map[string]string{"subject": "s", "description": "d"}); a.Code != 201 {
 		t.Errorf("create once writes go through: %d %s", a.Code, a.Raw)
+	}
+}
+
+// A degraded optional component (the Slack bridge) keeps /readyz at 200 and
+// is named, with its reason, in the body.
+func TestReadyzNamesDegradedComponents(t *testing.T) {
+	st := storetest.Open(t)
+	var state atomic.Pointer[api.ComponentStatus]
+	state.Store(&api.ComponentStatus{Name: "slack", State: "connected"})
+	h := serveAPI(t, st, st, api.Options{JWTSecret: secret, Components: func() []api.ComponentStatus {
+		return []api.ComponentStatus{*state.Load()}
+	}})
+	if a := h.call("GET", "/readyz", "", nil); a.Code != 200 || a.Message != "ready" || !strings.Contains(string(a.Data), `"connected"`) {
+		t.Fatalf("readyz, slack connected: %d %s", a.Code, a.Raw)
+	}
+	state.Store(&api.ComponentStatus{Name: "slack", State: "degraded", Degraded: true, Reason: "slack.botToken rejected (invalid_auth)"})
+	a := h.call("GET", "/readyz", "", nil)
+	if a.Code != 200 || !a.Success || a.Message != "ready, degraded: slack: slack.botToken rejected (invalid_auth)" || !strings.Contains(string(a.Data), `"degraded":true`) {
+		t.Fatalf("readyz, slack degraded: %d %s", a.Code, a.Raw)
 	}
 }

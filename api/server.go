@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -37,6 +38,19 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Now is the clock for token expiry; nil means time.Now.
 	Now func() time.Time
+	// Components, if set, reports the optional parts of the daemon (the
+	// Slack bridge) that can be degraded without making it unready:
+	// /readyz stays 200 when the store is ready, and its body names each
+	// degraded component with the reason.
+	Components func() []ComponentStatus
+}
+
+// ComponentStatus is one optional component's state for /readyz.
+type ComponentStatus struct {
+	Name     string `json:"name"`
+	State    string `json:"state"` // e.g. connected, connecting, degraded
+	Degraded bool   `json:"degraded"`
+	Reason   string `json:"reason,omitempty"` // what is wrong and what to fix
 }
 
 // DefaultCategories are used when none are configured.
@@ -301,6 +315,21 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Ready(r.Context()); err != nil {
 		return err
 	}
-	ok(w, http.StatusOK, "ready", nil)
+	if s.opts.Components == nil {
+		ok(w, http.StatusOK, "ready", nil)
+		return nil
+	}
+	comps := s.opts.Components()
+	msg := "ready"
+	var degraded []string
+	for _, c := range comps {
+		if c.Degraded {
+			degraded = append(degraded, c.Name+": "+c.Reason)
+		}
+	}
+	if len(degraded) > 0 {
+		msg = "ready, degraded: " + strings.Join(degraded, "; ")
+	}
+	ok(w, http.StatusOK, msg, map[string]any{"components": comps})
 	return nil
 }

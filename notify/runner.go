@@ -198,8 +198,11 @@ func (o Options) Validate() error {
 type Stats struct {
 	Sent    int64 // deliveries the channel accepted
 	Skipped int64 // deliveries completed without sending (Skipped)
-	Retried int64 // failed attempts scheduled again
-	Dead    int64 // deliveries moved to the dead letters
+	Retried int64 // failed attempts scheduled again (rate limits included)
+	// RateLimited counts attempts the channel refused for its rate limit
+	// (Slack's 429), each waited out for its Retry-After.
+	RateLimited int64
+	Dead        int64 // deliveries moved to the dead letters
 }
 
 // Runner drains one sink. Make it with NewRunner; run it with Run.
@@ -209,7 +212,7 @@ type Runner struct {
 	a   Adapter
 	log *slog.Logger
 
-	sent, skipped, retried, dead atomic.Int64
+	sent, skipped, retried, rateLimited, dead atomic.Int64
 
 	running     atomic.Bool
 	mu          sync.Mutex
@@ -234,7 +237,7 @@ func NewRunner(opts Options, st OutboxStore, a Adapter, log *slog.Logger) (*Runn
 
 // Stats returns the counters; safe to call while Run runs.
 func (r *Runner) Stats() Stats {
-	return Stats{Sent: r.sent.Load(), Skipped: r.skipped.Load(), Retried: r.retried.Load(), Dead: r.dead.Load()}
+	return Stats{Sent: r.sent.Load(), Skipped: r.skipped.Load(), Retried: r.retried.Load(), RateLimited: r.rateLimited.Load(), Dead: r.dead.Load()}
 }
 
 // Run delivers as the relay queues deliveries until ctx ends, then returns
@@ -336,6 +339,7 @@ func (r *Runner) handle(ctx context.Context, d *store.Delivery) {
 		// a dead letter, whatever the attempt count. Due again at once.
 		r.retry(bctx, d, err, r.o.Now(), log)
 	case errors.As(err, &limited):
+		r.rateLimited.Add(1)
 		at := r.o.Now().Add(limited.after)
 		r.pause(at)
 		r.retry(bctx, d, err, at, log)

@@ -388,7 +388,7 @@ func TestRetryAfterPausesTheSink(t *testing.T) {
 		t.Errorf("after the pause delivered %v", got)
 	}
 	testwait.For(t, "the stats", func() bool { return x.r.Stats().Sent == 3 })
-	if s := x.r.Stats(); s.Dead != 0 || s.Retried != 1 {
+	if s := x.r.Stats(); s.Dead != 0 || s.Retried != 1 || s.RateLimited != 1 {
 		t.Errorf("stats %+v (a 429 must not use up the single attempt)", s)
 	}
 }

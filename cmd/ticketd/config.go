@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	emailout "github.com/ticketd/ticketd/notify/email"
+	"github.com/ticketd/ticketd/notify/slackout"
 )
 
 // Config is the whole configuration file. Every key, its default and its
@@ -84,6 +85,9 @@ func (c Config) sinks() []string {
 	var sinks []string
 	if c.Email.Enabled {
 		sinks = append(sinks, emailout.Sink)
+	}
+	if c.Slack.Enabled {
+		sinks = append(sinks, slackout.Sink)
 	}
 	return sinks
 }
@@ -227,7 +231,7 @@ func (c *Config) validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
-	c.Slack.validate(bad, c.Tickets.Categories)
+	c.Slack.validate(bad, line, c.Tickets.Categories, c.HTTP.ShutdownTimeout)
 	return errors.Join(errs...)
 }
 

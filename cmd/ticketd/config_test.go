@@ -228,11 +228,14 @@ slack:
   intakeChannels: [C0INTAKE01, C0INTAKE01, general, C0AGENTS01, C0INTAKE02]
   channelTeams: {C0ELSEWHERE: acme, C0INTAKE01: "", C0INTAKE02: "personal:0123456789abcdef01234567"}
   intakeCategory: Gossip
+  maxUploadBytes: -1
+  delivery: {backoffBase: 2h, backoffMax: 1h, shutdownGrace: 1h}
 `)
 	_, err = loadConfig(p, noEnv)
 	for _, key := range []string{"slack.signingSecret", "slack.appToken", "slack.botToken", "slack.apiURL", "slack.channel",
 		"slack.replyDefault", "slack.notePrefix", "slack.intakeChannels[1]", "slack.intakeChannels[2]",
-		"slack.channelTeams.C0ELSEWHERE", "slack.channelTeams.C0INTAKE01", "slack.channelTeams.C0INTAKE02", "slack.intakeCategory"} {
+		"slack.channelTeams.C0ELSEWHERE", "slack.channelTeams.C0INTAKE01", "slack.channelTeams.C0INTAKE02", "slack.intakeCategory",
+		"slack.maxUploadBytes", "slack.delivery.backoffMax", "slack.delivery.shutdownGrace"} {
 		if err == nil || !strings.Contains(err.Error(), key+":") {
 			t.Errorf("error does not name %s: %v", key, err)
 		}

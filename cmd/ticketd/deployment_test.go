@@ -24,6 +24,10 @@ func TestSinksFollowTheConfiguration(t *testing.T) {
 	if s := c.sinks(); !slices.Equal(s, []string{"email"}) {
 		t.Errorf("email enabled: sinks %v", s)
 	}
+	c.Slack.Enabled = true
+	if s := c.sinks(); !slices.Equal(s, []string{"email", "slack"}) {
+		t.Errorf("email and slack enabled: sinks %v", s)
+	}
 }
 
 // A daemon whose configuration gives another set of sinks than a daemon

@@ -72,10 +72,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(newQueueCollector(st))
-	apiSrv, err := api.New(st, api.Options{
+	slackDesk := newSlackDesk(cfg, st, log)
+	apiOpts := api.Options{
 		JWTSecret: secret, Categories: cfg.Tickets.Categories, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		RequestTimeout: cfg.HTTP.RequestTimeout, Registry: reg,
-	}, log)
+	}
+	if slackDesk != nil {
+		apiOpts.Components = slackDesk.components
+	}
+	apiSrv, err := api.New(st, apiOpts, log)
 	if err != nil {
 		return err
 	}
@@ -84,7 +89,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 		return fmt.Errorf("listen on %s (http.listen): %w", cfg.HTTP.Listen, err)
 	}
 	httpSrv := &http.Server{
-		Handler:           apiSrv.Handler(),
+		Handler:           slackDesk.mount(apiSrv.Handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       cfg.HTTP.RequestTimeout + 5*time.Second,
 		WriteTimeout:      cfg.HTTP.RequestTimeout + 5*time.Second,
@@ -110,6 +115,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	if err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg); err != nil {
 		return err
 	}
+	slackDesk.start(workCtx, &workers, reg)
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
 		return st.RunRelay(ctx, cfg.Outbox.SweepInterval)
 	})

@@ -6,8 +6,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ticketd/ticketd/ingest/slackin"
+	"github.com/ticketd/ticketd/notify"
+	"github.com/ticketd/ticketd/notify/slackout"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -43,6 +46,11 @@ type SlackConfig struct {
 	// NotePrefix: with replyDefault customer, a reply starting with it is an
 	// internal note.
 	NotePrefix string `yaml:"notePrefix"`
+	// MaxUploadBytes is the largest attachment uploaded into a ticket's
+	// thread; a larger one gets a note with its API link instead.
+	MaxUploadBytes int64 `yaml:"maxUploadBytes"`
+	// Delivery tunes the slack sink's delivery runner (the outbox).
+	Delivery SlackDelivery `yaml:"delivery"`
 	// IntakeChannels are channel IDs where a customer's top-level message
 	// opens a ticket (issue 8).
 	IntakeChannels []string `yaml:"intakeChannels"`
@@ -55,9 +63,32 @@ type SlackConfig struct {
 	IntakeCategory string `yaml:"intakeCategory"`
 }
 
+// SlackDelivery tunes the slack sink's delivery runner; the keys mean what
+// email.outbound's of the same names mean.
+type SlackDelivery struct {
+	MaxAttempts   int           `yaml:"maxAttempts"`
+	BackoffBase   time.Duration `yaml:"backoffBase"`
+	BackoffMax    time.Duration `yaml:"backoffMax"`
+	Lease         time.Duration `yaml:"lease"`
+	PollInterval  time.Duration `yaml:"pollInterval"`
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+}
+
+func (d SlackDelivery) runner() notify.Options {
+	return notify.Options{
+		Sink: slackout.Sink, MaxAttempts: d.MaxAttempts, BackoffBase: d.BackoffBase, BackoffMax: d.BackoffMax,
+		Lease: d.Lease, PollInterval: d.PollInterval, ShutdownGrace: d.ShutdownGrace,
+	}
+}
+
 func defaultSlackConfig() SlackConfig {
 	return SlackConfig{
 		Mode: slackModeSocket, APIURL: slackin.DefaultAPIURL, ReplyDefault: "customer", NotePrefix: "//",
+		MaxUploadBytes: slackout.DefaultMaxUploadBytes,
+		Delivery: SlackDelivery{
+			MaxAttempts: 8, BackoffBase: 30 * time.Second, BackoffMax: time.Hour, Lease: 2 * time.Minute,
+			PollInterval: 30 * time.Second, ShutdownGrace: notify.DefaultShutdownGrace,
+		},
 		IntakeChannels: []string{}, DirectMessages: true, ChannelTeams: map[string]string{}, IntakeCategory: "Support",
 	}
 }
@@ -90,7 +121,7 @@ func applySlackEnv(s *SlackConfig, getenv func(string) string) error {
 var slackChannelID = regexp.MustCompile(`^[CG][A-Z0-9]{6,}$`)
 
 // validate checks the bridge's keys when it is enabled.
-func (s *SlackConfig) validate(bad func(key, format string, args ...any), categories []string) {
+func (s *SlackConfig) validate(bad func(key, format string, args ...any), line func(string), categories []string, shutdown time.Duration) {
 	if !s.Enabled {
 		return
 	}
@@ -120,6 +151,15 @@ func (s *SlackConfig) validate(bad func(key, format string, args ...any), catego
 	}
 	if s.ReplyDefault != "customer" && s.ReplyDefault != "internal" {
 		bad("slack.replyDefault", "must be customer or internal, got %q", s.ReplyDefault)
+	}
+	if s.MaxUploadBytes < 1 {
+		bad("slack.maxUploadBytes", "must be a positive number of bytes, got %d", s.MaxUploadBytes)
+	}
+	for _, l := range errLines(s.Delivery.runner().Validate()) {
+		line("slack.delivery." + strings.TrimSpace(l))
+	}
+	if g := s.Delivery.runner().WithDefaults().ShutdownGrace; g >= shutdown {
+		bad("slack.delivery.shutdownGrace", "%s must be shorter than http.shutdownTimeout (%s), or shutdown cuts it short", g, shutdown)
 	}
 	if s.NotePrefix != strings.TrimSpace(s.NotePrefix) || len(s.NotePrefix) > 16 {
 		bad("slack.notePrefix", "must be at most 16 characters without leading or trailing spaces, got %q", s.NotePrefix)

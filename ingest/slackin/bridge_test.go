@@ -550,7 +550,7 @@ func TestAttachmentsStoredAndLimited(t *testing.T) {
 }
 
 func TestLongReplyCutWithWholeTextKept(t *testing.T) {
-	d := newDesk(t, func(o *Options) { o.MaxDescription = 100 })
+	d := newDesk(t, func(o *Options) { o.Limits = store.Limits{MaxDescription: 100} })
 	long := strings.Repeat("é", 150) + " tail"
 	d.mustDeliver(d.reply(annID, long))
 	r := d.load().Response[0]

@@ -66,9 +66,6 @@ const (
 	// (ingest/email.DefaultMaxAttachmentBytes), so a file is stored or left
 	// out alike whichever way it came.
 	DefaultMaxAttachmentBytes = 10 << 20
-	// DefaultMaxDescription is tickets.maxDescription's default: the most
-	// characters of a description or response taken in by any way in.
-	DefaultMaxDescription = 20000
 )
 
 // Options configures a Bridge.
@@ -89,10 +86,11 @@ type Options struct {
 	// MaxAttachmentBytes: larger files are left out with a note in the
 	// text; 0 means DefaultMaxAttachmentBytes.
 	MaxAttachmentBytes int64
-	// MaxDescription is tickets.maxDescription, in characters; 0 means
-	// DefaultMaxDescription. A longer message is cut, its whole text kept
-	// as an attached file.
-	MaxDescription int
+	// Limits are the store's text limits (Store.Limits(): every way in
+	// cuts alike); the zero value means the store's defaults. A message
+	// over tickets.maxDescription is cut, its whole text kept as an
+	// attached file.
+	Limits store.Limits
 	// Logger: nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -157,9 +155,6 @@ func New(o Options) (*Bridge, error) {
 	}
 	if o.MaxAttachmentBytes <= 0 {
 		o.MaxAttachmentBytes = DefaultMaxAttachmentBytes
-	}
-	if o.MaxDescription <= 0 {
-		o.MaxDescription = DefaultMaxDescription
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

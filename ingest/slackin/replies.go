@@ -109,7 +109,7 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 	if err != nil {
 		return err
 	}
-	text, whole := withNotes(text, notes, h.o.MaxDescription)
+	text, whole := withNotes(text, notes, h.o.Limits)
 	if whole != "" {
 		f, err := h.saveFullText(ctx, ticketID, key, whole)
 		if err != nil {

@@ -4,48 +4,27 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/ticketd/ticketd/store"
 )
 
-// withNotes appends notes (files left out) to a message's text, within max
-// characters (tickets.maxDescription) in all: when they do not fit, the text
-// is cut, a note says so, and whole is the text to keep as fullTextName.
-func withNotes(text string, notes []string, max int) (out, whole string) {
+// withNotes appends notes (files left out) to a message's text, within the
+// store's limits (tickets.maxDescription, the same cut as every other way in)
+// in all: when they do not fit, the text is cut at a rune boundary, a note
+// says so, and whole is the text to keep as fullTextName.
+func withNotes(text string, notes []string, limits store.Limits) (out, whole string) {
 	join := func(notes []string) string {
 		if len(notes) == 0 {
 			return ""
 		}
 		return "\n\n" + strings.Join(notes, "\n")
 	}
-	suffix := join(notes)
-	if utf8.RuneCountInString(text)+utf8.RuneCountInString(suffix) > max {
-		suffix = join(append(notes, fmt.Sprintf("[message cut; the whole text is attached as %s]", fullTextName)))
-		text, whole = cutToMaxDescription(text, max-utf8.RuneCountInString(suffix))
-		if whole == "" { // the notes alone took the room
-			whole = text
-			text = ""
-		}
+	if out, cut := limits.FitDescription(text+join(notes), ""); !cut {
+		return strings.TrimSpace(out), ""
 	}
-	return strings.TrimSpace(text + suffix), whole
-}
-
-// cutToMaxDescription applies tickets.maxDescription (the most characters
-// the API takes for a description or a response) to a Slack message's
-// text: it returns the text cut at a rune boundary to at most max
-// characters, and the whole text when it was cut ("" when it was not), to
-// be kept as a file so that nothing is lost.
-func cutToMaxDescription(s string, max int) (text, whole string) {
-	if max <= 0 {
-		return "", s
-	}
-	n := 0
-	for i := range s {
-		if n == max {
-			return s[:i], s
-		}
-		n++
-	}
-	return s, ""
+	suffix := join(append(notes, fmt.Sprintf("[message cut; the whole text is attached as %s]", fullTextName)))
+	out, _ = limits.FitDescription(text+suffix, suffix)
+	return strings.TrimSpace(out), text
 }
 
 // maxMentionLookups bounds the users.info calls one message's mentions

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/ticketd/ticketd/store"
 )
 
 func TestWithNotesStaysWithinTheLimit(t *testing.T) {
@@ -22,25 +24,22 @@ func TestWithNotesStaysWithinTheLimit(t *testing.T) {
 		{"cut", strings.Repeat("1234567890", 20), nil, 100, "", true},
 		{"notes take the room", "some text", []string{note}, 20, "", true},
 	} {
-		out, whole := withNotes(c.text, c.notes, c.max)
+		out, whole := withNotes(c.text, c.notes, store.Limits{MaxDescription: c.max})
 		if c.want != "" && out != c.want {
 			t.Errorf("%s: %q, want %q", c.name, out, c.want)
 		}
 		if (whole != "") != c.wantWhole || (c.wantWhole && whole != c.text) {
 			t.Errorf("%s: whole %q", c.name, whole)
 		}
-		if c.wantWhole && c.max >= 100 && utf8.RuneCountInString(out) > c.max {
+		if c.wantWhole && utf8.RuneCountInString(out) > c.max {
 			t.Errorf("%s: %d characters, over %d: %q", c.name, utf8.RuneCountInString(out), c.max, out)
 		}
 	}
 }
 
-func TestCutToMaxDescriptionAtRuneBoundary(t *testing.T) {
-	text, whole := cutToMaxDescription("añb😀c", 4)
-	if text != "añb😀" || whole != "añb😀c" {
-		t.Errorf("cut: %q %q", text, whole)
-	}
-	if text, whole := cutToMaxDescription("añb", 3); text != "añb" || whole != "" {
-		t.Errorf("not cut: %q %q", text, whole)
+func TestWithNotesCutsAtRuneBoundary(t *testing.T) {
+	out, whole := withNotes(strings.Repeat("é", 50)+strings.Repeat("😀", 20), nil, store.Limits{MaxDescription: 60})
+	if !utf8.ValidString(out) || utf8.RuneCountInString(out) > 60 || !strings.HasPrefix(out, "éé") || whole == "" {
+		t.Errorf("cut: %q (%d characters), whole %q", out, utf8.RuneCountInString(out), whole)
 	}
 }
