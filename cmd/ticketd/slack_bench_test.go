@@ -464,22 +464,25 @@ func BenchmarkSlackBurst(b *testing.B) {
 // checkStored waits (briefly: every envelope was acked, so each should be
 // stored already) until every reply of burst round is on its ticket, read
 // back through the API, and fails naming the envelopes whose replies are
-// missing.
+// missing, or any reply stored twice.
 func (d *benchDesk) checkStored(tickets []benchTicket, envs []slackfake.Envelope, round int) {
 	d.tb.Helper()
 	var missing []string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		have := map[string]bool{}
+		have := map[string]int{}
 		for _, t := range tickets {
 			for _, r := range d.request("GET", "/api/ticket/admin-fetch-one?id="+t.id, d.admin, "")["response"].([]any) {
-				have[r.(map[string]any)["description"].(string)] = true
+				have[r.(map[string]any)["description"].(string)]++
 			}
 		}
 		missing = missing[:0]
 		for j, env := range envs {
-			if !have[burstText(round, j)] {
+			switch n := have[burstText(round, j)]; {
+			case n == 0:
 				missing = append(missing, fmt.Sprintf("%d (%s, %s)", j, env.EnvelopeID, env.EventID))
+			case n > 1:
+				d.tb.Fatalf("burst %d: reply %d (%s) stored %d times", round, j, env.EnvelopeID, n)
 			}
 		}
 		if len(missing) == 0 {
