@@ -47,6 +47,68 @@ func startIMAP(t testing.TB) (int, *imapmemserver.User) {
 	return ln.Addr().(*net.TCPAddr).Port, user
 }
 
+// emailYAML is the configuration of a daemon in dir with the email bridge
+// against the local IMAP and SMTP servers.
+func emailYAML(dir string, imapPort, smtpPort int) string {
+	return fmt.Sprintf(`
+dataDir: %s
+http: {listen: "127.0.0.1:0"}
+log: {level: debug}
+email:
+  enabled: true
+  address: support@example.com
+  inbound:
+    accounts:
+      - {host: 127.0.0.1, port: %d, tls: plain, username: support, password: secret}
+    pollSchedule: "@every 1h"
+  outbound:
+    from: "Example Support <support@example.com>"
+    smtp: {host: 127.0.0.1, port: %d, security: plain}
+    backoffBase: 100ms
+`, filepath.Join(dir, "data"), imapPort, smtpPort)
+}
+
+// serveConfig writes cfg as dir's configuration and runs the daemon on it
+// until the test ends, failing the test if serve returns an error.
+func serveConfig(t *testing.T, dir, cfg string) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, stop := startServe(t, dir)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return base
+}
+
+// firstMailTicket has Ann mail in about her printer on fire and returns
+// the ticket it opens, the only one.
+func firstMailTicket(t *testing.T, mailbox *imapmemserver.User, adm apiClient) map[string]any {
+	t.Helper()
+	deliver(t, mailbox, `
+From: Ann Example <ann@customer.test>
+To: support@example.com
+Subject: Printer on fire
+Message-ID: <m1@customer.test>
+Date: Tue, 24 Nov 2026 10:00:00 +0000
+Content-Type: text/plain; charset=utf-8
+
+The printer on the second floor is on fire.
+`)
+	var ticket map[string]any
+	testwait.For(t, "the ticket", func() bool {
+		ts := adm.tickets()
+		if len(ts) == 1 {
+			ticket = ts[0].(map[string]any)
+		}
+		return ticket != nil
+	})
+	return ticket
+}
+
 func deliver(t *testing.T, user *imapmemserver.User, raw string) {
 	t.Helper()
 	raw = strings.ReplaceAll(strings.TrimLeft(raw, "\n"), "\n", "\r\n")
@@ -97,51 +159,12 @@ func TestEmailFullLoop(t *testing.T) {
 	imapPort, mailbox := startIMAP(t)
 	smtp := smtptest.Start(t)
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`
-dataDir: %s
-http: {listen: "127.0.0.1:0"}
-log: {level: debug}
-email:
-  enabled: true
-  address: support@example.com
-  inbound:
-    accounts:
-      - {host: 127.0.0.1, port: %d, tls: plain, username: support, password: secret}
-    pollSchedule: "@every 1h"
-  outbound:
-    from: "Example Support <support@example.com>"
-    smtp: {host: 127.0.0.1, port: %d, security: plain}
-    backoffBase: 100ms
-`, filepath.Join(dir, "data"), imapPort, smtp.Port())
-	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
-	base, stop := startServe(t, dir)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	base := serveConfig(t, dir, emailYAML(dir, imapPort, smtp.Port()))
 	adm := apiClient{t: t, base: base, auth: mint(t, dir, "-role", "admin")}
 
 	// 1. A customer writes in; the poll is an hour away, so only IDLE can
 	// make this arrive in time.
-	deliver(t, mailbox, `
-From: Ann Example <ann@customer.test>
-To: support@example.com
-Subject: Printer on fire
-Message-ID: <m1@customer.test>
-Date: Tue, 24 Nov 2026 10:00:00 +0000
-Content-Type: text/plain; charset=utf-8
-
-The printer on the second floor is on fire.
-`)
-	var ticket map[string]any
-	testwait.For(t, "the ticket", func() bool {
-		ts := adm.tickets()
-		if len(ts) == 1 {
-			ticket = ts[0].(map[string]any)
-		}
-		return ticket != nil
-	})
+	ticket := firstMailTicket(t, mailbox, adm)
 	id := ticket["_id"].(string)
 	if ticket["subject"] != "Printer on fire" || ticket["creatorType"] != "customer" || ticket["source"] != "email" ||
 		!strings.Contains(ticket["description"].(string), "on fire") {

@@ -30,6 +30,11 @@ import (
 // The agent in the fake workspace.
 const agentID = "U0ANN"
 
+// plainYAML is the configuration of a daemon in dir without bridges.
+func plainYAML(dir string) string {
+	return fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data"))
+}
+
 // slackYAML is the slack: section for a daemon against the fake, in mode
 // (socket or events), with extra keys indented under slack:.
 func slackYAML(f *slackfake.Fake, mode, botToken, extra string) string {
@@ -112,29 +117,7 @@ func TestSlackFullLoop(t *testing.T) {
 	smtp := smtptest.Start(t)
 	f := newSlackFake(t)
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`
-dataDir: %s
-http: {listen: "127.0.0.1:0"}
-log: {level: debug}
-email:
-  enabled: true
-  address: support@example.com
-  inbound:
-    accounts:
-      - {host: 127.0.0.1, port: %d, tls: plain, username: support, password: secret}
-    pollSchedule: "@every 1h"
-  outbound:
-    from: "Example Support <support@example.com>"
-    smtp: {host: 127.0.0.1, port: %d, security: plain}
-    backoffBase: 100ms
-`, filepath.Join(dir, "data"), imapPort, smtp.Port()) + slackYAML(f, "socket", slackfake.BotToken, "")
-	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
-	base, stop := startServe(t, dir)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	base := serveConfig(t, dir, emailYAML(dir, imapPort, smtp.Port())+slackYAML(f, "socket", slackfake.BotToken, ""))
 	adm := apiClient{t: t, base: base, auth: mint(t, dir, "-role", "admin")}
 	f.WaitConnections(t, 1)
 	testwait.For(t, "/readyz naming slack connected", func() bool {
@@ -143,23 +126,7 @@ email:
 	})
 
 	// 1. A customer's mail opens a ticket; its root message appears.
-	deliver(t, mailbox, `
-From: Ann Example <ann@customer.test>
-To: support@example.com
-Subject: Printer on fire
-Message-ID: <m1@customer.test>
-Date: Tue, 24 Nov 2026 10:00:00 +0000
-Content-Type: text/plain; charset=utf-8
-
-The printer on the second floor is on fire.
-`)
-	var ticket map[string]any
-	testwait.For(t, "the ticket", func() bool {
-		if ts := adm.tickets(); len(ts) == 1 {
-			ticket = ts[0].(map[string]any)
-		}
-		return ticket != nil
-	})
+	ticket := firstMailTicket(t, mailbox, adm)
 	id := ticket["_id"].(string)
 	root := rootOf(t, f, base, ticket["refId"])
 	if root.User != slackfake.BotUserID || !bytes.Contains(root.Blocks, []byte("Printer on fire")) ||
@@ -278,15 +245,7 @@ func mustOID(t *testing.T, hex string) bson.ObjectID {
 func TestSlackDegradedStart(t *testing.T) {
 	f := newSlackFake(t)
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data")) +
-		slackYAML(f, "socket", "xoxb-revoked-token", "")
-	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
-	base, stop := startServe(t, dir)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	base := serveConfig(t, dir, plainYAML(dir)+slackYAML(f, "socket", "xoxb-revoked-token", ""))
 	var body map[string]any
 	testwait.For(t, "/readyz naming slack degraded", func() bool {
 		var code int
@@ -320,15 +279,7 @@ func TestSlackUnreachableThenBack(t *testing.T) {
 	f := newSlackFake(t)
 	f.Refuse()
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data")) +
-		slackYAML(f, "socket", slackfake.BotToken, "")
-	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
-	base, stop := startServe(t, dir)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	base := serveConfig(t, dir, plainYAML(dir)+slackYAML(f, "socket", slackfake.BotToken, ""))
 	testwait.For(t, "/readyz naming Slack unreachable", func() bool {
 		code, m := readyz(t, base)
 		return code == 200 && strings.Contains(fmt.Sprint(m["message"]), "degraded: slack: cannot reach Slack")
@@ -350,15 +301,7 @@ func TestSlackUnreachableThenBack(t *testing.T) {
 func TestSlackEventsModeOnTheAPIListener(t *testing.T) {
 	f := newSlackFake(t)
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: warn}\n", filepath.Join(dir, "data")) +
-		slackYAML(f, "events", slackfake.BotToken, "")
-	os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600)
-	base, stop := startServe(t, dir)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	base := serveConfig(t, dir, plainYAML(dir)+slackYAML(f, "events", slackfake.BotToken, ""))
 	adm := apiClient{t: t, base: base, auth: mint(t, dir, "-role", "admin")}
 	testwait.For(t, "the bridge identified", func() bool {
 		_, m := readyz(t, base)
@@ -442,8 +385,8 @@ func TestSlackEventsModeOnTheAPIListener(t *testing.T) {
 	}
 }
 
-// startBinary runs the built daemon with cfg and returns its base URL and
-// the process; its log goes to the test's log.
+// startBinary runs the built daemon with cfg (log level info or lower, for
+// the listen line) and returns its base URL and the process.
 func startBinary(t *testing.T, bin, cfg string) (string, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "-config", cfg)
@@ -452,6 +395,9 @@ func startBinary(t *testing.T, bin, cfg string) (string, *exec.Cmd) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// No listen line in time: kill it, which ends the scan below.
+	stall := time.AfterFunc(testwait.Timeout, func() { cmd.Process.Kill() })
+	defer stall.Stop()
 	lines := bufio.NewScanner(stderr)
 	listen := regexp.MustCompile(`listen=(\S+)`)
 	for lines.Scan() {
@@ -498,8 +444,7 @@ func TestSlackKillBetweenPostAndTSWriteMakesOneThread(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cfgPath := filepath.Join(dir, "ticketd.yaml")
-	yaml := fmt.Sprintf("dataDir: %s\nhttp: {listen: 127.0.0.1:0}\nlog: {level: info}\n", filepath.Join(dir, "data")) +
-		strings.Replace(slackYAML(f, "events", slackfake.BotToken, ""), f.APIURL(), front.URL+"/api/", 1)
+	yaml := strings.Replace(plainYAML(dir), "level: warn", "level: info", 1) + strings.Replace(slackYAML(f, "events", slackfake.BotToken, ""), f.APIURL(), front.URL+"/api/", 1)
 	// The killed daemon's claim on the delivery runs out soon.
 	yaml = strings.Replace(yaml, "delivery: {", "delivery: {lease: 3s, ", 1)
 	os.WriteFile(cfgPath, []byte(yaml), 0o600)
@@ -521,12 +466,7 @@ func TestSlackKillBetweenPostAndTSWriteMakesOneThread(t *testing.T) {
 	}
 
 	holding.Store(false)
-	base, stop := startServe(t, dir)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	base = serveConfig(t, dir, yaml)
 	metrics := drained(t, base)
 	if !strings.Contains(metrics, `ticketd_outbox_deliveries{state="dead"} 0`) {
 		t.Errorf("a dead letter after the restart")
