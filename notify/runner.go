@@ -92,6 +92,14 @@ func (e skippedError) Error() string { return "not delivered: " + e.reason }
 // delivery is done, counted as skipped, and no outcome is reported.
 func Skipped(reason string) error { return skippedError{reason} }
 
+// IsSkipped reports whether err is (or wraps) a Skipped: an adapter that
+// delivers one event to several places tells "nothing to do here" from a
+// failure.
+func IsSkipped(err error) bool {
+	var skipped skippedError
+	return errors.As(err, &skipped)
+}
+
 // Options configures a Runner. Zero values mean the documented defaults.
 type Options struct {
 	// Sink is the outbox sink drained ("email", "slack"). Required.

@@ -102,6 +102,16 @@ func (l Limits) FitSubject(s string) string {
 	return strings.TrimRight(cut, " ") + "…"
 }
 
+// MaxNameChars is the longest name kept for a customer or an agent: names
+// come from mail and Slack, and go into the To of every mail sent.
+const MaxNameChars = 100
+
+// FitName is a person's name as the store keeps it: cleaned like a
+// subject, cut to MaxNameChars.
+func FitName(s string) string {
+	return Limits{MaxSubject: MaxNameChars}.FitSubject(s)
+}
+
 // FitDescription cuts a description over MaxDescription so that it, with
 // note appended, fits; cut says whether it did. note should say where the
 // whole text went.
@@ -191,7 +201,30 @@ func SafeFilename(name string) string {
 	if strings.Trim(name, ".") == "" {
 		return ""
 	}
+	if len(name) > MaxFilenameBytes {
+		// Keep a short extension: it says what the file is.
+		ext := ""
+		if i := strings.LastIndexByte(name, '.'); i > 0 && len(name)-i <= 16 {
+			ext = name[i:]
+		}
+		name = strings.TrimSpace(cutBytes(name[:len(name)-len(ext)], MaxFilenameBytes-len(ext))) + ext
+	}
 	return name
+}
+
+// MaxFilenameBytes is the longest file name kept, as most file systems
+// allow: a name comes from the sender and is shown wherever the file is.
+const MaxFilenameBytes = 255
+
+// cutBytes cuts s to at most n bytes, not inside a character.
+func cutBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // stripANSI removes ANSI escape sequences (ESC [ ... final byte, ESC ] ...

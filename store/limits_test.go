@@ -29,16 +29,18 @@ func TestCleaning(t *testing.T) {
 			"Ünïcødé  subject":            "Ünïcødé subject",
 		}},
 		{"SafeFilename", store.SafeFilename, map[string]string{
-			"authorized_keys\u0000.txt":        "authorized_keys.txt",
-			"\x1b[2J\x1b[31mreport\x1b[0m.pdf": "report.pdf",
-			"\x1b]0;pwned\x07invoice.pdf":      "invoice.pdf",
-			"\u009b31mred.txt":                 "red.txt",
-			"../../etc/passwd":                 "passwd",
-			`C:\temp\x.doc`:                    "x.doc",
-			"fact\u202eFDP.exe":                "factFDP.exe",
-			"tab\tand\nnewline.txt":            "tabandnewline.txt",
-			"\u0000..":                         "",
-			"Rechnung März.pdf":                "Rechnung März.pdf",
+			"authorized_keys\u0000.txt":         "authorized_keys.txt",
+			"\x1b[2J\x1b[31mreport\x1b[0m.pdf":  "report.pdf",
+			"\x1b]0;pwned\x07invoice.pdf":       "invoice.pdf",
+			"\u009b31mred.txt":                  "red.txt",
+			"../../etc/passwd":                  "passwd",
+			`C:\temp\x.doc`:                     "x.doc",
+			"fact\u202eFDP.exe":                 "factFDP.exe",
+			"tab\tand\nnewline.txt":             "tabandnewline.txt",
+			"\u0000..":                          "",
+			"Rechnung März.pdf":                 "Rechnung März.pdf",
+			strings.Repeat("ä", 1<<20) + ".pdf": strings.Repeat("ä", (store.MaxFilenameBytes-4)/2) + ".pdf",
+			strings.Repeat("x", 300):            strings.Repeat("x", store.MaxFilenameBytes),
 		}},
 	} {
 		for in, want := range tt.cases {
@@ -91,6 +93,12 @@ func TestLimitsFit(t *testing.T) {
 	}
 	if err := l.CheckDescription(got); err != nil {
 		t.Errorf("a fitted description is refused: %v", err)
+	}
+	if n := utf8.RuneCountInString(store.FitName(strings.Repeat("Ada ", 1<<18))); n > store.MaxNameChars {
+		t.Errorf("FitName kept %d characters", n)
+	}
+	if got := store.FitName("Ada\u0000 \x1b[31mLovelace"); got != "Ada Lovelace" {
+		t.Errorf("FitName = %q", got)
 	}
 }
 

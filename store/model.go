@@ -100,7 +100,12 @@ type Ticket struct {
 	// SourceKey is the idempotency key of whatever created the ticket
 	// (a Message-ID, a Slack ts, an API Idempotency-Key or a fresh id); a
 	// unique index on it makes a retried create return the first ticket.
-	SourceKey  string         `bson:"sourceKey"`
+	SourceKey string `bson:"sourceKey"`
+	// SourceHash fingerprints the content that SourceKey names (for mail:
+	// the sender and the body), so a sender who reuses someone else's
+	// Message-ID is told from a re-read of the same message. Empty on
+	// records made before it existed.
+	SourceHash string         `bson:"sourceHash,omitempty"`
 	AssigneeID *bson.ObjectID `bson:"assigneeId,omitempty"`
 	// Attachments lists the files that came with the opening message.
 	Attachments []Attachment `bson:"attachments,omitempty"`
@@ -148,6 +153,8 @@ type Response struct {
 	Source Source `bson:"source,omitempty"`
 	// SourceKey deduplicates a retried delivery of the same message.
 	SourceKey string `bson:"sourceKey,omitempty"`
+	// SourceHash fingerprints the content SourceKey names (see Ticket).
+	SourceHash string `bson:"sourceHash,omitempty"`
 	// Internal marks an agent note that is never sent to the customer.
 	Internal    bool         `bson:"internal,omitempty"`
 	Attachments []Attachment `bson:"attachments,omitempty"`
@@ -192,6 +199,10 @@ const (
 	// EventAssigneeChanged: From and To are the old and new assignee's
 	// agent id (hex), "" for nobody. The Slack sink shows it; mail does not.
 	EventAssigneeChanged EventKind = "assignee.changed"
+	// EventTicketEdited: the customer edited the message that opened the
+	// ticket before an agent answered (EditOpening); subject and
+	// description are new. The Slack sink shows it; mail does not.
+	EventTicketEdited EventKind = "ticket.edited"
 )
 
 // Event is one announcement: what changed, on which ticket, by whom.
@@ -239,6 +250,11 @@ type Customer struct {
 	Name      string        `bson:"name"`
 	TeamID    string        `bson:"teamId"`
 	CreatedAt time.Time     `bson:"createdAt"`
+	// SlackTeamID and SlackUserID are the customer's Slack identity (their
+	// organisation's team id and their user id), when they wrote in Slack;
+	// unique through the keys collection (see FindOrCreateSlackCustomer).
+	SlackTeamID string `bson:"slackTeamId,omitempty"`
+	SlackUserID string `bson:"slackUserId,omitempty"`
 }
 
 // Agent is a support team member.

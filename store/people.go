@@ -71,7 +71,7 @@ func (s *Store) FindOrCreateCustomer(ctx context.Context, email, name, team stri
 	if c, err := s.CustomerByEmail(ctx, email); !errors.Is(err, ErrNotFound) {
 		return c, false, err
 	}
-	c := &Customer{ID: bson.NewObjectID(), Email: email, Name: name, TeamID: team, CreatedAt: s.nowUTC()}
+	c := &Customer{ID: bson.NewObjectID(), Email: email, Name: FitName(name), TeamID: team, CreatedAt: s.nowUTC()}
 	if c.TeamID == "" {
 		c.TeamID = PersonalTeam(c.ID)
 	}
@@ -130,7 +130,7 @@ func (s *Store) FindOrCreateAgent(ctx context.Context, email, name, slackUserID 
 	if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	a := &Agent{ID: bson.NewObjectID(), Email: email, Name: name, SlackUserID: slackUserID, CreatedAt: s.nowUTC()}
+	a := &Agent{ID: bson.NewObjectID(), Email: email, Name: FitName(name), SlackUserID: slackUserID, CreatedAt: s.nowUTC()}
 	if _, err := s.agents.InsertOne(ctx, a); err != nil {
 		return nil, fmt.Errorf("create agent %s: %w", email, classify(err))
 	}

@@ -11,6 +11,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/ticketd/ticketd/internal/testwait"
 	"github.com/ticketd/ticketd/store"
 	"github.com/ticketd/ticketd/store/storetest"
 )
@@ -426,20 +427,13 @@ func TestRunRelayDeliversSignalledWritesPromptly(t *testing.T) {
 	join(t, s, "email")
 	go func() { done <- s.RunRelay(ctx, time.Hour) }()
 	newTicket(t, s, "t", "x")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.For(t, "the relay to move the event", func() bool {
 		n, err := s.CountDeliveries(context.Background(), store.DeliveryPending)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("relay did not move the event")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n == 1
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -43,11 +43,22 @@ type NewTicket struct {
 	Source      Source
 	// SourceKey is the idempotency key; empty means a fresh one.
 	SourceKey string
+	// SourceHash fingerprints the content SourceKey names; may be empty.
+	SourceHash string
 	// MessageID of the mail that opened the ticket, if any: recorded in the
 	// same insert, so the acknowledgement can thread under it at once.
 	MessageID string
 	// Attachments lists the files that came with it (stored apart, by id).
 	Attachments []Attachment
+	// ID, when set, is the new ticket's id: an adapter that stores files
+	// before the ticket derives it from the message, so a redelivery names
+	// the same ticket. Zero means a fresh one.
+	ID bson.ObjectID
+	// Threads are outside threads bound to the ticket from its first
+	// write (the customer's Slack message), so the ticket.created
+	// announcement already knows them; their lookup keys are bound right
+	// after the insert, like MessageID.
+	Threads []ThreadRef
 }
 
 // CreateTicket opens a ticket with its first audit line and a
@@ -73,7 +84,10 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 	if err := s.limits.CheckDescription(in.Description); err != nil {
 		return nil, false, fmt.Errorf("create ticket: %w", err)
 	}
-	id := bson.NewObjectID()
+	id := in.ID
+	if id.IsZero() {
+		id = bson.NewObjectID()
+	}
 	if in.SourceKey == "" {
 		in.SourceKey = string(SourceAPI) + ":" + id.Hex()
 	}
@@ -98,12 +112,19 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 		TeamID:      in.TeamID,
 		Source:      in.Source,
 		SourceKey:   in.SourceKey,
+		SourceHash:  in.SourceHash,
 		Attachments: in.Attachments,
 		Logs:        []LogEntry{logEntry(id, in.Creator, now, "Ticket created")},
 		Outbox:      []Event{{ID: bson.NewObjectID(), Kind: EventTicketCreated, TicketID: id, ActorID: in.Creator.ID, ActorType: in.Creator.Type, At: now, Origin: in.Source}},
 	}
 	if h := headerMessageID(in.MessageID); h != "" {
 		t.MessageIDs = []string{h}
+	}
+	for _, r := range in.Threads {
+		if _, err := threadKey(r.Kind, r.Key); err != nil || r.Kind == ThreadMail {
+			return nil, false, fmt.Errorf("create ticket: %w: thread %s %q", ErrInvalid, r.Kind, r.Key)
+		}
+		t.Threads = append(t.Threads, ThreadRef{Kind: r.Kind, Key: strings.TrimSpace(r.Key)})
 	}
 	if _, err := s.tickets.InsertOne(ctx, t); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
@@ -116,15 +137,32 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 			// catalog and the relay know it now.
 			s.catalog.put(existing)
 			s.signal(existing.ID)
-			return existing, false, s.BindMessageID(ctx, in.MessageID, existing.ID)
+			return existing, false, s.bindNewThreads(ctx, in, existing.ID)
 		}
 		return nil, false, fmt.Errorf("create ticket: %w", classify(err))
 	}
 	s.catalog.put(t)
 	s.signal(id)
-	// The lookup key is bound after the insert; a crash in between is
+	// The lookup keys are bound after the insert; a crash in between is
 	// repaired by the retry, which lands in the duplicate branch above.
-	return t, true, s.BindMessageID(ctx, in.MessageID, id)
+	return t, true, s.bindNewThreads(ctx, in, id)
+}
+
+// bindNewThreads binds the lookup keys of a new ticket's threads.
+func (s *Store) bindNewThreads(ctx context.Context, in NewTicket, id bson.ObjectID) error {
+	if err := s.BindMessageID(ctx, in.MessageID, id); err != nil {
+		return err
+	}
+	for _, r := range in.Threads {
+		k, err := threadKey(r.Kind, r.Key)
+		if err != nil {
+			return fmt.Errorf("create ticket: %w", err)
+		}
+		if _, err := s.bindKey(ctx, k, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) ticketBySourceKey(ctx context.Context, key string) (*Ticket, error) {
@@ -145,7 +183,9 @@ type NewResponse struct {
 	Description string
 	Source      Source
 	// SourceKey deduplicates redelivery of the same message; may be empty.
-	SourceKey   string
+	SourceKey string
+	// SourceHash fingerprints the content SourceKey names; may be empty.
+	SourceHash  string
 	Internal    bool
 	Attachments []Attachment
 	// MessageID of the mail that carried the reply, if any: appended to the
@@ -187,6 +227,7 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 			UpdatedAt:   now,
 			Source:      in.Source,
 			SourceKey:   in.SourceKey,
+			SourceHash:  in.SourceHash,
 			Internal:    in.Internal,
 			Attachments: in.Attachments,
 		}

@@ -153,13 +153,7 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 		return fmt.Errorf("email.outbound: %w", err)
 	}
 	ro := out.RunnerOptions()
-	// Whether the customer got an agent's reply is announced, so that the
-	// agent sees it where they wrote it (Slack).
-	ro.Outcome = func(ctx context.Context, d *store.Delivery, delivered bool, reason string) {
-		if err := st.RecordDeliveryOutcome(ctx, d, delivered, reason); err != nil {
-			log.Error("record delivery outcome", "delivery", d.ID, "delivered", delivered, "err", err)
-		}
-	}
+	ro.Outcome = recordOutcome(st, log)
 	notifier, err := notify.NewRunner(ro, st, adapter, log)
 	if err != nil {
 		return fmt.Errorf("email.outbound: %w", err)
@@ -179,4 +173,16 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
 	runWorker(ctx, wg, log, "email-inbound", source.Run)
 	return nil
+}
+
+// recordOutcome announces whether a customer got an agent's reply, so
+// that the agent sees it where they wrote it (a reaction in Slack). Every
+// sink that reaches customers (email, and Slack for tickets opened there)
+// reports through it.
+func recordOutcome(st *store.Store, log *slog.Logger) func(ctx context.Context, d *store.Delivery, delivered bool, reason string) {
+	return func(ctx context.Context, d *store.Delivery, delivered bool, reason string) {
+		if err := st.RecordDeliveryOutcome(ctx, d, delivered, reason); err != nil {
+			log.Error("record delivery outcome", "delivery", d.ID, "delivered", delivered, "err", err)
+		}
+	}
 }

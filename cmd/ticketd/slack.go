@@ -54,10 +54,13 @@ type slackDesk struct {
 	// (email.inbound.maxAttachmentBytes, so a file is stored or left out
 	// alike whichever way it came); 0 means the bridge's default.
 	maxAttachment int64
-	st            *store.Store
-	base          *slog.Logger // for the parts, which tag their own component
-	log           *slog.Logger
-	client        *slack.Client
+	// newTicketsPerHour is email.inbound.rateLimitPerHour: one person opens
+	// as many tickets by Slack as by mail.
+	newTicketsPerHour int
+	st                *store.Store
+	base              *slog.Logger // for the parts, which tag their own component
+	log               *slog.Logger
+	client            *slack.Client
 
 	// Set once auth.test succeeded (and again after a worker restart).
 	bridge atomic.Pointer[slackin.Bridge]
@@ -81,7 +84,8 @@ func newSlackDesk(cfg Config, st *store.Store, log *slog.Logger) *slackDesk {
 	}
 	d := &slackDesk{
 		cfg: cfg.Slack, limits: st.Limits(), maxAttachment: cfg.Email.Inbound.MaxAttachmentBytes, st: st,
-		base: log, log: log.With("component", "slack"),
+		newTicketsPerHour: cfg.Email.Inbound.RateLimitPerHour,
+		base:              log, log: log.With("component", "slack"),
 		client: slack.New(cfg.Slack.BotToken, slack.OptionAPIURL(cfg.Slack.APIURL)),
 		state:  slackin.StateConnecting,
 	}
@@ -167,6 +171,9 @@ func (d *slackDesk) run(ctx context.Context) error {
 		BotUserID: id.BotUserID, BotID: id.BotID, TeamID: id.TeamID,
 		ReplyDefault: slackin.ReplyDefault(d.cfg.ReplyDefault), NotePrefix: d.cfg.NotePrefix,
 		MaxAttachmentBytes: d.maxAttachment, Limits: d.limits, Logger: d.base,
+		IntakeChannels: d.cfg.IntakeChannels, DirectMessages: d.cfg.DirectMessages,
+		ChannelTeams: d.cfg.ChannelTeams, IntakeCategory: d.cfg.IntakeCategory,
+		NewTicketsPerHour: d.newTicketsPerHour,
 	})
 	if err != nil {
 		return err
@@ -178,7 +185,9 @@ func (d *slackDesk) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	runner, err := notify.NewRunner(d.cfg.Delivery.runner(), d.st, adapter, d.base)
+	ro := d.cfg.Delivery.runner()
+	ro.Outcome = recordOutcome(d.st, d.log) // replies to customers in Slack
+	runner, err := notify.NewRunner(ro, d.st, adapter, d.base)
 	if err != nil {
 		return fmt.Errorf("slack.delivery: %w", err)
 	}

@@ -1,6 +1,7 @@
 package email
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/ticketd/ticketd/internal/ratelimit"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -87,7 +89,7 @@ type deliverer struct {
 	o   *Options
 	log *slog.Logger
 	c   *counters
-	rl  *rateLimiter
+	rl  *ratelimit.Limiter
 
 	own                   map[string]bool
 	baseLocal, baseDomain string
@@ -96,7 +98,7 @@ type deliverer struct {
 func newDeliverer(w TicketWriter, o *Options, log *slog.Logger, c *counters) *deliverer {
 	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}}
 	limit := o.RateLimitPerHour
-	d.rl = newRateLimiter(limit, time.Hour, o.Now)
+	d.rl = ratelimit.New(limit, time.Hour, o.Now)
 	for _, a := range o.OwnAddresses {
 		d.own[normAddr(a)] = true
 	}
@@ -167,19 +169,27 @@ func safeParse(raw []byte, o ParseOptions) (msg *Message, err error) {
 	return Parse(raw, o)
 }
 
+// maxAddressBytes is the longest mail address there is (RFC 5321 4.5.3.1.3
+// less its brackets).
+const maxAddressBytes = 254
+
 // deliver turns one message into a ticket or a response, or records why
 // not. It returns an error only when the message should be tried again (the
 // store failed); anything wrong with the message itself is quarantined.
 func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
-	// DataLater: attachments are decoded again, as streams, when stored.
-	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true})
+	// DataLater: attachments are decoded again, as streams, when stored,
+	// as is a text longer than a description can use.
+	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true,
+		MaxTextBytes: textBytes(d.w.Limits())})
 	if err != nil {
 		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
 	}
 	key := idempotencyKey(msg, in.raw)
 	from := normAddr(msg.From.Address)
 	log := d.log.With("key", key, "from", from)
-	if from == "" || !strings.Contains(from, "@") {
+	// An address is at most 254 bytes (RFC 5321's path limit): a longer
+	// one cannot be answered, and would be a customer's key.
+	if from == "" || !strings.Contains(from, "@") || len(from) > maxAddressBytes {
 		return d.quarantine(ctx, in, "no usable From address", nil)
 	}
 	res, err := d.route(ctx, in, msg, key, from, log)
@@ -201,12 +211,23 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 	}
 
 	// Stored before (re-read after a crash, or a rescan)?
-	if res, done, err := d.stored(ctx, msg, key); err != nil || done {
+	hash := contentHash(from, in.raw)
+	res, done, taken, err := d.stored(ctx, msg, key, hash)
+	if err != nil || done {
 		if done {
 			d.c.duplicates.Add(1)
 			log.Debug("message already stored", "ticket", res.TicketID.Hex())
 		}
 		return res, err
+	}
+	if taken {
+		// Taking it for a duplicate would lose it; letting it claim the id
+		// would not work either (the first binding wins). It is stored under
+		// a key of its own, which a re-read of it finds again.
+		log.Warn("the mail's Message-ID names another message (reused by its sender, or one ticketd sent); storing it under its own key", "messageId", msg.MessageID)
+		key += "#" + hash[:24]
+		log = log.With("key", key)
+		msg.MessageID = ""
 	}
 
 	known, err := d.w.CustomerByEmail(ctx, from)
@@ -222,7 +243,7 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 		return Result{}, err
 	}
 	if !ticket.IsZero() {
-		res, err := d.reply(ctx, msg, key, from, known, ticket, how)
+		res, err := d.reply(ctx, msg, key, hash, from, known, ticket, how)
 		if !errors.Is(err, store.ErrNotFound) {
 			return res, err
 		}
@@ -232,54 +253,82 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 	if known == nil && d.o.UnknownSenderPolicy == PolicyReject && !domainIn(dom, d.o.AllowDomains) {
 		return d.ignore(ctx, in, msg, key, ReasonUnknownSender, log)
 	}
-	if !d.rl.allow(from) {
+	if !d.rl.Allow(from) {
 		return d.ignore(ctx, in, msg, key, fmt.Sprintf("%s: over %d new tickets per hour from this sender", ReasonRateLimit, d.o.RateLimitPerHour), log)
 	}
-	res, err := d.open(ctx, msg, key, from, known)
+	res, err = d.open(ctx, msg, key, hash, from, known)
 	if err != nil || res.Duplicate {
-		d.rl.refund(from)
+		d.rl.Refund(from)
 	}
 	return res, err
 }
 
 // stored reports whether this very message was stored before, using the
-// binding of its own Message-ID.
-func (d *deliverer) stored(ctx context.Context, msg *Message, key string) (Result, bool, error) {
+// binding of its own Message-ID. taken says the Message-ID names something
+// that is not this message: mail of another sender or content stored under
+// it (a stranger who reuses a ticket's Message-ID, a client that gives
+// every mail the same one), or a message ticketd sent.
+func (d *deliverer) stored(ctx context.Context, msg *Message, key, hash string) (res Result, done, taken bool, err error) {
 	if msg.MessageID == "" {
-		return Result{}, false, nil
+		return Result{}, false, false, nil
 	}
 	id, err := d.w.TicketIDByMessageID(ctx, msg.MessageID)
 	if errors.Is(err, store.ErrNotFound) {
-		return Result{}, false, nil
+		return Result{}, false, false, nil
 	}
 	if err != nil {
-		return Result{}, false, fmt.Errorf("look up message id: %w", err)
+		return Result{}, false, false, fmt.Errorf("look up message id: %w", err)
 	}
 	t, err := d.w.Ticket(ctx, id, store.AllTickets)
 	if errors.Is(err, store.ErrNotFound) {
-		return Result{}, false, nil
+		return Result{}, false, false, nil
 	}
 	if err != nil {
-		return Result{}, false, fmt.Errorf("load ticket %s: %w", id.Hex(), err)
+		return Result{}, false, false, fmt.Errorf("load ticket %s: %w", id.Hex(), err)
 	}
 	sk := sourceKey(key)
+	// A record made before fingerprints existed counts as this message.
+	same := func(stored string) bool { return stored == "" || stored == hash }
 	if t.SourceKey == sk {
+		if !same(t.SourceHash) {
+			return Result{}, false, true, nil
+		}
 		// open() stores the files after the ticket: if that failed, this
 		// re-read is the repair (saving them again is a no-op otherwise).
 		_, cut := d.description(msg)
 		if err := d.saveFiles(ctx, msg, files(msg, key, cut), t.ID); err != nil {
-			return Result{}, false, err
+			return Result{}, false, false, err
 		}
-		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
+		return Result{Kind: KindTicket, Key: key, TicketID: t.ID, Duplicate: true}, true, false, nil
 	}
 	for _, r := range t.Response {
 		if r.SourceKey == sk {
-			return Result{Kind: KindResponse, Key: key, TicketID: t.ID, Duplicate: true}, true, nil
+			if !same(r.SourceHash) {
+				return Result{}, false, true, nil
+			}
+			return Result{Kind: KindResponse, Key: key, TicketID: t.ID, Duplicate: true}, true, false, nil
 		}
 	}
-	// The id names a message ticketd sent, or one stored in a way we did
-	// not: thread normally.
-	return Result{}, false, nil
+	// The id names a ticket that holds no mail under it: one ticketd sent.
+	return Result{}, false, true, nil
+}
+
+// contentHash fingerprints what a sender wrote: the From address and the
+// body's bytes. The same message read again, or read from a second mailbox
+// it was also delivered to, has the same one (servers add header fields,
+// not body); another sender's mail under its Message-ID has not.
+func contentHash(from string, raw []byte) string {
+	start := len(raw) // a mail of headers only has no body
+	if i := bytes.Index(raw, []byte("\n\r\n")); i >= 0 {
+		start = i + 3
+	}
+	if i := bytes.Index(raw, []byte("\n\n")); i >= 0 && i+2 < start {
+		start = i + 2 // bare LF line ends
+	}
+	h := sha256.New()
+	h.Write([]byte(from + "\x00"))
+	h.Write(raw[start:])
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 var subjectTag = regexp.MustCompile(`\[#(\d{1,18})\]`)
@@ -434,6 +483,13 @@ func mailText(msg *Message) string {
 	return "(no text)"
 }
 
+// textBytes is how much of a mail's text to keep in memory: a
+// description of lim's characters, of up to four bytes each (Parse's
+// default for the default limit).
+func textBytes(lim store.Limits) int {
+	return 4 * lim.MaxDescription // 0: Parse's default
+}
+
 // truncatedNote ends a description cut to the store's limit.
 const truncatedNote = "\n\n[… truncated: the full message is attached as original-message.txt]"
 
@@ -483,8 +539,11 @@ func files(msg *Message, key string, keepFull bool) []file {
 		}
 		add(strconv.Itoa(i), i, store.Attachment{Filename: name, ContentType: p.ContentType, Inline: p.Inline}, p.Size)
 	}
-	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || full != strings.TrimSpace(msg.Text)) {
-		add("full-text", -1, store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, int64(len(msg.FullText)))
+	// A text longer than Parse kept is over any description: kept too.
+	size := max(msg.FullTextSize, int64(len(msg.FullText)))
+	longer := size > int64(len(msg.FullText))
+	if full := strings.TrimSpace(msg.FullText); full != "" && (keepFull || longer || full != strings.TrimSpace(msg.Text)) {
+		add("full-text", -1, store.Attachment{Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}, size)
 	}
 	return out
 }
@@ -498,8 +557,9 @@ func metadata(fs []file) []store.Attachment {
 }
 
 // saveFiles stores files under a ticket, each attachment streamed to the
-// store as it is decoded from the raw message (Message.EachAttachment):
-// the raw message is the only whole copy of the mail in memory.
+// store as it is decoded from the raw message (Message.EachAttachment),
+// and so is the full text (saveFullText): the raw message is the only
+// whole copy of the mail in memory.
 func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, ticket bson.ObjectID) error {
 	parts := map[int]store.Attachment{}
 	for _, f := range fs {
@@ -507,7 +567,7 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, tick
 			parts[f.part] = f.meta
 			continue
 		}
-		if err := d.w.WriteAttachment(ctx, f.meta, ticket, strings.NewReader(msg.FullText)); err != nil {
+		if err := d.saveFullText(ctx, msg, f.meta, ticket); err != nil {
 			return err
 		}
 	}
@@ -520,6 +580,30 @@ func (d *deliverer) saveFiles(ctx context.Context, msg *Message, fs []file, tick
 		}
 		return nil
 	})
+}
+
+// saveFullText stores the message's whole text as it is written by
+// Message.WriteFullText, through a pipe: the text is decoded again from
+// the raw message while the store reads it.
+func (d *deliverer) saveFullText(ctx context.Context, msg *Message, meta store.Attachment, ticket bson.ObjectID) error {
+	if msg.cutText == nil { // FullText is all of it
+		return d.w.WriteAttachment(ctx, meta, ticket, strings.NewReader(msg.FullText))
+	}
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				pw.CloseWithError(fmt.Errorf("decode the full text: panic: %v", r))
+			}
+		}()
+		pw.CloseWithError(msg.WriteFullText(pw)) // nil: the reader sees EOF
+	}()
+	err := d.w.WriteAttachment(ctx, meta, ticket, pr)
+	pr.CloseWithError(errors.New("the store stopped reading")) // ends the writer if the store did not read it all
+	<-done
+	return err
 }
 
 // fileNotes says which attachments were left out, and why.
@@ -550,7 +634,7 @@ func (d *deliverer) customer(ctx context.Context, msg *Message, from string, kno
 }
 
 // reply adds the message to a ticket.
-func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, known *store.Customer, ticket bson.ObjectID, how string) (Result, error) {
+func (d *deliverer) reply(ctx context.Context, msg *Message, key, hash, from string, known *store.Customer, ticket bson.ObjectID, how string) (Result, error) {
 	cust, err := d.customer(ctx, msg, from, known)
 	if err != nil {
 		return Result{}, err
@@ -565,6 +649,7 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
+		SourceHash:  hash,
 		Attachments: metadata(fs),
 		MessageID:   msg.MessageID, // later replies thread under it
 	})
@@ -583,7 +668,7 @@ func (d *deliverer) reply(ctx context.Context, msg *Message, key, from string, k
 // open opens a ticket, listing its files; they are stored right after,
 // under the new ticket's id (a crash in between is repaired by the re-read,
 // which finds the ticket and stores them).
-func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, known *store.Customer) (Result, error) {
+func (d *deliverer) open(ctx context.Context, msg *Message, key, hash, from string, known *store.Customer) (Result, error) {
 	cust, err := d.customer(ctx, msg, from, known)
 	if err != nil {
 		return Result{}, err
@@ -598,6 +683,7 @@ func (d *deliverer) open(ctx context.Context, msg *Message, key, from string, kn
 		Description: desc,
 		Source:      store.SourceEmail,
 		SourceKey:   sourceKey(key),
+		SourceHash:  hash,
 		MessageID:   msg.MessageID, // later replies thread under it
 		Attachments: metadata(fs),
 	})
@@ -651,9 +737,11 @@ func (d *deliverer) quarantine(ctx context.Context, in inbound, reason string, e
 		Size: size, Raw: raw, Truncated: int64(len(raw)) < size,
 	}
 	if env != nil {
-		q.MessageID = env.MessageID
-		q.Subject = env.Subject
-		if len(env.From) > 0 {
+		// The server's envelope of a mail too big to read holds whatever
+		// the sender wrote: each field is cut, like a read mail's.
+		q.MessageID = firstMsgID(env.MessageID)
+		q.Subject = d.w.Limits().FitSubject(env.Subject)
+		if len(env.From) > 0 && len(env.From[0].Addr()) <= maxAddressBytes {
 			q.From = env.From[0].Addr()
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -247,25 +246,6 @@ func TestRateLimitNewTickets(t *testing.T) {
 	}
 }
 
-func TestRateLimiterWindow(t *testing.T) {
-	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	rl := newRateLimiter(2, time.Hour, func() time.Time { return now })
-	if !rl.allow("a@x") || !rl.allow("A@X") || rl.allow("a@x") {
-		t.Fatal("the limit of 2 per hour is not applied case-insensitively")
-	}
-	rl.refund("a@x")
-	if !rl.allow("a@x") {
-		t.Error("a refund did not give the slot back")
-	}
-	now = now.Add(61 * time.Minute)
-	if !rl.allow("a@x") {
-		t.Error("the window did not slide")
-	}
-	if off := newRateLimiter(-1, time.Hour, time.Now); !off.allow("a@x") || !off.allow("a@x") || !off.allow("a@x") {
-		t.Error("a negative limit limits")
-	}
-}
-
 func TestSenderPolicy(t *testing.T) {
 	h := startIMAP(t, imapOpts{})
 	st := newStore(t)
@@ -464,40 +444,80 @@ func (c *lookupCounter) TicketByRef(ctx context.Context, ref int64, scope store.
 	return c.Store.TicketByRef(ctx, ref, scope)
 }
 
-// A mail whose threading headers hold tens of thousands of candidates costs
-// a constant number of lookups (counted, not timed), and the mailbox goes on.
-func TestThreadingLookupsAreBounded(t *testing.T) {
-	st := &lookupCounter{Store: newStore(t)}
+// A Message-ID is whatever the sender wrote. A stranger who reuses the
+// Message-ID of a ticket's opening mail (or a client that gives every mail
+// the same one) must not have his mail taken for a re-read of that one and
+// dropped, nor write into that ticket; a re-read of the same message, even
+// from another mailbox with other header fields, is still a duplicate.
+func TestReusedMessageIDIsNotLost(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
 	src := deliverOnly(t, st, map[string]string{"acme.test": "acme"})
-	signer := replytoken.New(testSecret)
 
-	// A sender of a team, so every step looks: 50 tokens that verify but
-	// name no ticket, 35,000 unknown ids (about 1 MB) and 1,000 subject tags.
-	var to, subject strings.Builder
-	to.WriteString(testBase)
-	for range 50 {
-		to.WriteString(", " + signer.Address(testBase, bson.NewObjectID()))
+	original := testMail{from: "Alice <alice@acme.test>", subject: "Invoices for March", msgID: "<victim-original@acme.test>", body: "Alice's text.\r\n"}
+	first := deliverMail(t, src, original.bytes())
+	victim := loadTicket(t, st, first.TicketID)
+	const ours = "<ticketd.65f1a2b3c4d5e6f708192a3b.tag@example.com>" // an acknowledgement ticketd sent
+	if err := st.AddMessageID(ctx, victim.ID, ours); err != nil {
+		t.Fatal(err)
 	}
-	for i := range 1000 {
-		fmt.Fprintf(&subject, "[#%d] ", 100000+i)
+	victim = loadTicket(t, st, victim.ID)
+	untouched := func(t *testing.T) {
+		t.Helper()
+		now := loadTicket(t, st, victim.ID)
+		if len(now.Response) != 0 || now.V != victim.V || len(now.Attachments) != len(victim.Attachments) || len(now.MessageIDs) != len(victim.MessageIDs) {
+			t.Fatalf("the victim ticket changed: %+v", now)
+		}
 	}
-	flood := testMail{from: "Bob <bob@acme.test>", to: to.String(), subject: subject.String() + "flood",
-		headers: []string{"In-Reply-To: " + floodIDs(35000), "References: " + floodIDs(35000)}}.bytes()
-	if len(flood) < 2_000_000 {
-		t.Fatalf("the flood mail is %d bytes, want two headers of about a megabyte", len(flood))
+	ownTicket := func(t *testing.T, raw []byte) Result {
+		t.Helper()
+		res := deliverMail(t, src, raw)
+		if res.Kind != KindTicket || res.Duplicate || res.TicketID == victim.ID {
+			t.Fatalf("result = %+v, want a new ticket of his own", res)
+		}
+		again := deliverMail(t, src, raw)
+		if !again.Duplicate || again.TicketID != res.TicketID {
+			t.Errorf("read again: %+v, want a duplicate of %s", again, res.TicketID.Hex())
+		}
+		if ids := loadTicket(t, st, res.TicketID).MessageIDs; len(ids) != 0 {
+			t.Errorf("his ticket claims the Message-IDs %q", ids)
+		}
+		untouched(t)
+		return res
 	}
 
-	res := deliverMail(t, src, flood)
-	bound := int64(1 + maxReplyTokens + 2*maxThreadIDs + maxSubjectTags)
-	if n := st.n.Load(); n > bound {
-		t.Errorf("%d store lookups for one mail, want at most %d", n, bound)
-	}
-	if res.Kind != KindTicket {
-		t.Errorf("the flood mail: %+v, want a ticket", res)
-	}
-	next := deliverMail(t, src, testMail{subject: "The next good mail"}.bytes())
-	if next.Kind != KindTicket {
-		t.Fatalf("the next mail: %+v, want a ticket", next)
-	}
-	ticketWithSubject(t, st.Store, "The next good mail")
+	t.Run("stranger reusing the opening mail's Message-ID", func(t *testing.T) {
+		ownTicket(t, testMail{from: "Mallory <mallory@evil.test>", subject: "Hello", msgID: "<victim-original@acme.test>", body: "Mallory's text.\r\n"}.bytes())
+	})
+	t.Run("stranger using a Message-ID ticketd sent", func(t *testing.T) {
+		ownTicket(t, testMail{from: "Mallory <mallory@evil.test>", subject: "Hello again", msgID: ours, body: "Mallory again.\r\n"}.bytes())
+	})
+	t.Run("the same sender's other mail under the same id", func(t *testing.T) {
+		ownTicket(t, testMail{from: "Alice <alice@acme.test>", subject: "Another thing", msgID: "<victim-original@acme.test>", body: "A different text.\r\n"}.bytes())
+	})
+	t.Run("the same message read again from another mailbox", func(t *testing.T) {
+		raw := testMail{from: original.from, subject: original.subject, msgID: original.msgID, body: original.body,
+			headers: []string{"Received: from mx2.acme.test by imap.example.com", "Delivered-To: sales@example.com"}}.bytes()
+		res := deliverMail(t, src, raw)
+		if !res.Duplicate || res.TicketID != victim.ID {
+			t.Errorf("result = %+v, want a duplicate of the victim ticket", res)
+		}
+		untouched(t)
+	})
+	t.Run("a reply's Message-ID reused for another reply", func(t *testing.T) {
+		reply := testMail{from: "Bob <bob@acme.test>", subject: "Re: Invoices for March", msgID: "<bob-1@acme.test>",
+			headers: []string{"In-Reply-To: <victim-original@acme.test>"}, body: "First answer.\r\n"}
+		deliverMail(t, src, reply.bytes())
+		reply.body = "Second answer, same broken client.\r\n"
+		res := deliverMail(t, src, reply.bytes())
+		if res.Kind != KindResponse || res.Duplicate || res.TicketID != victim.ID {
+			t.Errorf("result = %+v, want a second response on the ticket", res)
+		}
+		if again := deliverMail(t, src, reply.bytes()); !again.Duplicate {
+			t.Errorf("read again: %+v, want a duplicate", again)
+		}
+		if n := len(loadTicket(t, st, victim.ID).Response); n != 2 {
+			t.Errorf("%d responses, want 2", n)
+		}
+	})
 }

@@ -1,7 +1,9 @@
 package email
 
 import (
+	"io"
 	"strings"
+	"unicode"
 
 	"golang.org/x/net/html"
 	"golang.org/x/net/html/atom"
@@ -15,29 +17,119 @@ import (
 // (Gmail's gmail_quote, Apple Mail's and Thunderbird's blockquote
 // type=cite, moz-cite-prefix, moz-signature) are left out as well.
 func htmlToText(src string, dropQuotes bool) string {
-	r := htmlRenderer{dropQuotes: dropQuotes}
-	z := html.NewTokenizer(strings.NewReader(src))
-	for {
+	var b strings.Builder
+	_ = renderHTML(strings.NewReader(src), htmlOut{w: &b, dropQuotes: dropQuotes}) // a Builder never fails
+	return b.String()
+}
+
+// htmlOut is where renderHTML writes one rendering.
+type htmlOut struct {
+	w          io.Writer
+	dropQuotes bool
+}
+
+// renderHTML is htmlToText as a stream, from src to each out (one
+// tokenizer for all): it holds back only the output it may still look at
+// (the last two bytes, the text of a link short enough to be compared with
+// its url), so a body of any size is rendered in bounded memory. An out
+// whose writer fails gets no more; renderHTML returns the first error once
+// all have failed or src has ended.
+func renderHTML(src io.Reader, outs ...htmlOut) error {
+	rs := make([]*htmlRenderer, len(outs))
+	for i, o := range outs {
+		rs[i] = &htmlRenderer{w: o.w, dropQuotes: o.dropQuotes, spillAt: minSpill}
+	}
+	z := html.NewTokenizer(src)
+	for live := len(rs); live > 0; {
 		tt := z.Next()
 		if tt == html.ErrorToken {
 			break
 		}
-		r.token(tt, z.Token())
+		t := z.Token()
+		live = 0
+		for _, r := range rs {
+			if r.err == nil {
+				r.token(tt, t)
+				live++
+			}
+		}
 	}
-	return r.b.String()
+	var first error
+	for _, r := range rs {
+		if r.err == nil && len(r.buf) > 0 {
+			_, r.err = r.w.Write(r.buf)
+		}
+		if first == nil {
+			first = r.err
+		}
+	}
+	return first
 }
 
-// htmlRenderer is the state of one htmlToText call.
+// minSpill is how much output renderHTML collects before writing it.
+const minSpill = 32 << 10
+
+// htmlRenderer is the state of one renderHTML call.
 type htmlRenderer struct {
-	b          strings.Builder
+	w          io.Writer
+	err        error
+	buf        []byte // output not yet written to w, ending at offset n
+	n          int    // bytes of output so far
+	spillAt    int    // len(buf) at which to write out what is no longer needed
 	dropQuotes bool
 	skipTag    atom.Atom // element being skipped (script, style, quote)
 	skipName   string    // its name when not a known atom
 	skipDepth  int       // nesting of skipTag inside itself
 	pre        int       // inside <pre>: keep whitespace
 	links      []string  // hrefs of open <a> elements, "" when not shown
-	linkStart  []int     // output length when each <a> opened
+	linkStart  []int     // output offset when each <a> opened
 	pendingNL  int       // newlines owed before the next text
+}
+
+func (r *htmlRenderer) write(s string) {
+	r.buf = append(r.buf, s...)
+	r.n += len(s)
+	if len(r.buf) >= r.spillAt {
+		r.spill()
+	}
+}
+
+func (r *htmlRenderer) writeByte(c byte) {
+	r.buf = append(r.buf, c)
+	r.n++
+	if len(r.buf) >= r.spillAt {
+		r.spill()
+	}
+}
+
+// spill writes out the output nothing will look at again: all but the
+// last two bytes and the text of open links that closeLink may still
+// compare with their url. What is held back is bounded by the urls.
+func (r *htmlRenderer) spill() {
+	keep := r.n - 2
+	for i, href := range r.links {
+		if href != "" && r.linkWanted(r.linkStart[i], href) {
+			keep = min(keep, r.linkStart[i])
+		}
+	}
+	if cut := keep - (r.n - len(r.buf)); cut > 0 && r.err == nil {
+		_, r.err = r.w.Write(r.buf[:cut])
+		r.buf = r.buf[:copy(r.buf, r.buf[cut:])]
+	}
+	r.spillAt = max(minSpill, 2*len(r.buf)) // amortised: held text is not copied over and over
+}
+
+// linkWanted reports whether the text of a link opened at offset start
+// is short enough for closeLink to compare it with its url href. Only a
+// short link text can equal its url; looking at long ones would make
+// nested or unclosed links quadratic.
+func (r *htmlRenderer) linkWanted(start int, href string) bool {
+	return r.n-start <= 2*len(href)+16
+}
+
+// tail returns the output from offset start, which must be held.
+func (r *htmlRenderer) tail(start int) string {
+	return string(r.buf[len(r.buf)-(r.n-start):])
 }
 
 func (r *htmlRenderer) token(tt html.TokenType, t html.Token) {
@@ -135,14 +227,14 @@ func (r *htmlRenderer) start(t html.Token) {
 	case atom.Li:
 		r.newline(1)
 		r.flush()
-		r.b.WriteString("- ")
+		r.write("- ")
 	case atom.Pre:
 		r.newline(2)
 		r.pre++
 	case atom.Hr:
 		r.newline(1)
 		r.flush()
-		r.b.WriteString("---")
+		r.write("---")
 		r.newline(1)
 	case atom.Td, atom.Th:
 		r.space()
@@ -207,7 +299,7 @@ func (r *htmlRenderer) openLink(t html.Token) {
 		href = ""
 	}
 	r.links = append(r.links, href)
-	r.linkStart = append(r.linkStart, r.b.Len())
+	r.linkStart = append(r.linkStart, r.n)
 }
 
 // closeLink writes " (url)" after the link text unless the text already is
@@ -223,10 +315,8 @@ func (r *htmlRenderer) closeLink() {
 		return
 	}
 	shown := strings.TrimPrefix(href, "mailto:")
-	// Only a short link text can equal its url; looking at long ones would
-	// make nested or unclosed links quadratic.
-	if r.b.Len()-start <= 2*len(href)+16 {
-		text := strings.TrimSpace(r.b.String()[min(start, r.b.Len()):])
+	if r.linkWanted(start, href) {
+		text := strings.TrimSpace(r.tail(start))
 		if text == "" {
 			r.text(shown)
 			return
@@ -235,7 +325,7 @@ func (r *htmlRenderer) closeLink() {
 			return
 		}
 	}
-	r.b.WriteString(" (" + shown + ")")
+	r.write(" (" + shown + ")")
 }
 
 // image shows the alt text of images that have one, so "[logo]" hints at
@@ -251,7 +341,7 @@ func (r *htmlRenderer) image(t html.Token) {
 // newline asks for at least n line breaks before the next text; none at
 // the very start.
 func (r *htmlRenderer) newline(n int) {
-	if r.b.Len() == 0 {
+	if r.n == 0 {
 		return
 	}
 	r.pendingNL = max(r.pendingNL, n)
@@ -261,22 +351,20 @@ func (r *htmlRenderer) flush() {
 	if r.pendingNL == 0 {
 		return
 	}
-	s := r.b.String()
 	have := 0 // trailing newlines already written, counted up to 2
-	for have < 2 && have < len(s) && s[len(s)-1-have] == '\n' {
+	for have < 2 && have < len(r.buf) && r.buf[len(r.buf)-1-have] == '\n' {
 		have++
 	}
 	for i := have; i < r.pendingNL; i++ {
-		r.b.WriteByte('\n')
+		r.writeByte('\n')
 	}
 	r.pendingNL = 0
 }
 
 // space separates table cells.
 func (r *htmlRenderer) space() {
-	s := r.b.String()
-	if s != "" && !strings.HasSuffix(s, " ") && !strings.HasSuffix(s, "\n") && r.pendingNL == 0 {
-		r.b.WriteByte(' ')
+	if len(r.buf) > 0 && r.buf[len(r.buf)-1] != ' ' && r.buf[len(r.buf)-1] != '\n' && r.pendingNL == 0 {
+		r.writeByte(' ')
 	}
 }
 
@@ -286,11 +374,10 @@ func (r *htmlRenderer) text(s string) {
 	s = strings.ReplaceAll(s, "\u00a0", " ")
 	if r.pre > 0 {
 		r.flush()
-		r.b.WriteString(s)
+		r.write(s)
 		return
 	}
-	collapsed := strings.Join(strings.Fields(s), " ")
-	if collapsed == "" {
+	if nextSpace(s, false) == len(s) { // only white space
 		if s != "" {
 			r.space()
 		}
@@ -301,9 +388,34 @@ func (r *htmlRenderer) text(s string) {
 		r.space()
 	}
 	r.flush()
-	r.b.WriteString(collapsed)
+	// The words of s, one space apart (strings.Fields joined, written
+	// without building either: a body is mostly text tokens).
+	for rest, sep := s, false; ; sep = true {
+		rest = rest[nextSpace(rest, false):]
+		if rest == "" {
+			break
+		}
+		end := nextSpace(rest, true)
+		if sep {
+			r.writeByte(' ')
+		}
+		r.write(rest[:end])
+		rest = rest[end:]
+	}
 	last := s[len(s)-1]
 	if last == ' ' || last == '\n' || last == '\t' || last == '\r' {
-		r.b.WriteByte(' ')
+		r.writeByte(' ')
 	}
+}
+
+// nextSpace returns the offset of the first character of s that is white
+// space (unicode.IsSpace, as strings.Fields has it) when space is true,
+// or that is not when it is false; len(s) when there is none.
+func nextSpace(s string, space bool) int {
+	for i, c := range s {
+		if unicode.IsSpace(c) == space {
+			return i
+		}
+	}
+	return len(s)
 }

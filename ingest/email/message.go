@@ -36,7 +36,11 @@ type Message struct {
 	Text string
 	// FullText is the whole body as text (HTML-only mail turned into
 	// readable text), kept beside Text so nothing the customer wrote is lost.
-	FullText string
+	// Text and FullText hold at most about ParseOptions.MaxTextBytes: of a
+	// longer body, its start. FullTextSize is the length of the whole
+	// text, which WriteFullText writes.
+	FullText     string
+	FullTextSize int64
 
 	Attachments []Part
 
@@ -52,10 +56,12 @@ type Message struct {
 
 	Size int // bytes of the raw message
 
-	// raw and opts, kept when parsed with ParseOptions.DataLater, are where
-	// EachAttachment reads the attachments again.
-	raw  []byte
-	opts ParseOptions
+	// raw and opts are where EachAttachment (with ParseOptions.DataLater)
+	// reads the attachments again, and WriteFullText the bodies listed in
+	// cutText, set when FullText holds only the start of the text.
+	raw     []byte
+	opts    ParseOptions
+	cutText []bodyLeaf
 }
 
 // Part is an attachment or an inline image.

@@ -26,7 +26,18 @@ type ParseOptions struct {
 	// Message.EachAttachment decodes them again, as streams, when they are
 	// stored, so no decoded attachment is ever held whole in memory.
 	DataLater bool
+	// MaxTextBytes is how much of the body's text is kept in memory
+	// (Message.Text, Message.FullText); 0 means DefaultMaxTextBytes. A
+	// description never holds more than a few times its character limit
+	// in bytes, and a longer text is written whole by
+	// Message.WriteFullText, decoded again from the raw message.
+	MaxTextBytes int
 }
+
+// DefaultMaxTextBytes is the text kept when ParseOptions.MaxTextBytes is
+// zero: the bytes of the longest description of the default limit (20,000
+// characters of up to four bytes), four times the bytes of one in ASCII.
+const DefaultMaxTextBytes = 4 * store.DefaultMaxDescription
 
 // DefaultMaxAttachmentBytes is the per-part limit when
 // ParseOptions.MaxAttachmentBytes is zero.
@@ -51,6 +62,13 @@ func (o ParseOptions) maxAttachment() int64 {
 	return o.MaxAttachmentBytes
 }
 
+func (o ParseOptions) maxText() int {
+	if o.MaxTextBytes <= 0 {
+		return DefaultMaxTextBytes
+	}
+	return o.MaxTextBytes
+}
+
 // Parse decodes a raw RFC 5322 message. It recovers from broken MIME,
 // unknown charsets and oversized parts with Warnings, and returns an error
 // (wrapping ErrNotMail) only when there is no header or no usable From.
@@ -59,20 +77,18 @@ func Parse(raw []byte, o ParseOptions) (*Message, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, fmt.Errorf("parse mail: empty input: %w", ErrNotMail)
 	}
-	p := &mimeParser{opts: o}
+	p := &mimeParser{opts: o, textLeft: o.maxText()}
 	hdr, body := p.splitHeader(raw)
 	if hdr.Len() == 0 {
 		return nil, fmt.Errorf("parse mail: no header fields: %w", ErrNotMail)
 	}
-	msg := &Message{Size: len(raw)}
-	if o.DataLater {
-		msg.raw, msg.opts = raw, o
-	}
+	msg := &Message{Size: len(raw), raw: raw, opts: o}
 	p.charsetHint = topCharset(hdr)
 	if err := p.readHeaders(hdr, msg); err != nil {
 		return nil, err
 	}
 	root := p.readEntity(hdr, bytes.NewReader(body), 0)
+	p.renderCut(root, raw)
 	p.fillBody(msg, root, body)
 	msg.Attachments = collectParts(root, nil)
 	msg.Auto = autoReason(hdr, msg)
@@ -93,9 +109,21 @@ type mimeParser struct {
 	attachments int
 	// emit, when set, makes this the second pass of EachAttachment: each
 	// listed part is handed to it as a stream, bodies are skipped.
-	emit    func(i int, r io.Reader) error
-	emitErr error
+	emit func(i int, r io.Reader) error
+	// bodies counts the body parts read, so that a second pass numbers
+	// them the same way; emitBody, when set, makes this the second pass of
+	// WriteFullText: each body is handed to it as a stream, parts are
+	// skipped.
+	bodies   int
+	emitBody func(i int, r io.Reader) error
+	emitErr  error
+	// textLeft is how many more bytes of body text are kept in memory.
+	textLeft int
 }
+
+// secondPass reports a pass of EachAttachment or WriteFullText, which
+// hands parts on as streams and keeps nothing.
+func (p *mimeParser) secondPass() bool { return p.emit != nil || p.emitBody != nil }
 
 // EachAttachment hands fn every attachment of m as a stream of its decoded
 // bytes, with its index in m.Attachments, in that order, skipping those
@@ -103,7 +131,7 @@ type mimeParser struct {
 // is decoded again, part by part; otherwise Data is read. It stops at fn's
 // first error and returns it.
 func (m *Message) EachAttachment(fn func(i int, r io.Reader) error) error {
-	if m.raw == nil {
+	if !m.opts.DataLater {
 		for i, a := range m.Attachments {
 			if a.Data == nil {
 				continue
@@ -145,16 +173,34 @@ type node struct {
 	children  []*node
 	isBody    bool
 	isHTML    bool
-	text      string
-	part      *Part
+	text      string // of a body: decoded; of a cut one, the start of its text (renderCut)
+	// cut says the body was longer than the text kept. Its text is then
+	// rendered as a stream (renderCut): text (and fresh, for HTML) hold
+	// the start of it, blank says whether all of it is white space.
+	cut   bool
+	fresh string
+	blank bool
+	leaf  bodyLeaf
+	part  *Part
+}
+
+// bodyLeaf is what WriteFullText needs to decode a body again: its index
+// among the message's bodies (-1: the raw body of a broken multipart), how
+// it is decoded, and whether it is HTML.
+type bodyLeaf struct {
+	index  int
+	dec    textDecoding
+	isHTML bool
 }
 
 // splitHeader separates the header block from the body. It is more
 // tolerant than textproto.ReadHeader: lines that are not "Key: value" are
 // dropped (a leading mbox "From " line, 8-bit junk) and a header that is
 // not ended by an empty line ends at the first line that is not a field.
+// It keeps at most maxFieldBytes of a field and maxHeaderBytes in all (see
+// fieldKeeper), so the header costs a constant however long it is.
 func (p *mimeParser) splitHeader(raw []byte) (textproto.Header, []byte) {
-	var kept bytes.Buffer
+	var k fieldKeeper
 	rest := raw
 	fields, lastKept := 0, false
 	for len(rest) > 0 {
@@ -162,26 +208,98 @@ func (p *mimeParser) splitHeader(raw []byte) (textproto.Header, []byte) {
 		trimmed := bytes.TrimRight(line, "\r\n")
 		switch {
 		case len(bytes.TrimSpace(trimmed)) == 0 && len(trimmed) == 0:
-			return p.readHeaderBlock(kept.Bytes()), next
+			return p.readHeaderBlock(k.block(p)), next
 		case trimmed[0] == ' ' || trimmed[0] == '\t':
 			if lastKept {
-				kept.Write(trimmed)
-				kept.WriteString("\r\n")
+				k.continued(trimmed)
 			}
 		case isHeaderField(trimmed):
-			kept.Write(trimmed)
-			kept.WriteString("\r\n")
+			k.field(trimmed)
 			fields++
 			lastKept = true
 		case fields == 0:
 			lastKept = false // junk before the first field, e.g. mbox "From "
 		default:
 			p.warnf("header not ended by an empty line")
-			return p.readHeaderBlock(kept.Bytes()), rest
+			return p.readHeaderBlock(k.block(p)), rest
 		}
 		rest = next
 	}
-	return p.readHeaderBlock(kept.Bytes()), nil
+	return p.readHeaderBlock(k.block(p)), nil
+}
+
+// maxHeaderBytes is how much of a header block is kept, like Postfix's
+// header_size_limit (100 KiB by default): fields past it are dropped.
+const maxHeaderBytes = 1 << 20
+
+// fieldKeeper collects header lines, each field cut to maxFieldBytes: the
+// head of most fields, the tail of In-Reply-To and References, whose newest
+// ids come last.
+type fieldKeeper struct {
+	kept       bytes.Buffer
+	start      int  // where the current field begins in kept
+	tail       bool // the current field keeps its tail
+	full, over bool // the block is full; a field or the block was cut
+}
+
+func (k *fieldKeeper) field(line []byte) {
+	k.start = k.kept.Len()
+	name, _, _ := bytes.Cut(line, []byte(":"))
+	name = bytes.TrimSpace(name)
+	k.tail = bytes.EqualFold(name, []byte("References")) || bytes.EqualFold(name, []byte("In-Reply-To"))
+	if k.kept.Len()+len(name)+2 > maxHeaderBytes {
+		k.full, k.over = true, true
+	}
+	if k.full {
+		return
+	}
+	if len(line) > maxFieldBytes {
+		k.over = true
+		if k.tail { // "Name:" and the line's tail, from a space on
+			t := line[len(line)-maxFieldBytes/2:]
+			if i := bytes.IndexAny(t, " \t"); i >= 0 {
+				t = t[i:]
+			}
+			line = append(append(append([]byte(nil), name...), ':'), t...)
+		} else {
+			line = line[:maxFieldBytes]
+		}
+	}
+	k.write(line)
+}
+
+func (k *fieldKeeper) continued(line []byte) {
+	if k.full {
+		return
+	}
+	if n := k.kept.Len() - k.start + len(line); n > maxFieldBytes || k.kept.Len()+len(line) > maxHeaderBytes {
+		k.over = true
+		if !k.tail || len(line) > maxFieldBytes/2 {
+			return // the head is kept; a tail line this long is junk
+		}
+		// Drop the field's older lines, keeping its first: the newest ids
+		// are last.
+		first, _, _ := bytes.Cut(k.kept.Bytes()[k.start:], []byte("\r\n"))
+		if len(first) > maxFieldBytes/2 {
+			first = first[:bytes.IndexByte(first, ':')+1]
+		}
+		first = append([]byte(nil), first...)
+		k.kept.Truncate(k.start)
+		k.write(first)
+	}
+	k.write(line)
+}
+
+func (k *fieldKeeper) write(line []byte) {
+	k.kept.Write(line)
+	k.kept.WriteString("\r\n")
+}
+
+func (k *fieldKeeper) block(p *mimeParser) []byte {
+	if k.over {
+		p.warnf("header fields over %d bytes, or a header over %d bytes, were cut", maxFieldBytes, maxHeaderBytes)
+	}
+	return k.kept.Bytes()
 }
 
 // cutLine returns the first line of b including its newline, and the rest.
@@ -342,16 +460,28 @@ func (p *mimeParser) readLeaf(h textproto.Header, mediaType string, params map[s
 	filename := p.filename(params, dparams)
 	decoded := p.transferDecode(h.Get("Content-Transfer-Encoding"), body)
 	if isBodyType(mediaType) && disp != "attachment" && filename == "" {
-		if p.emit != nil {
-			return &node{mediaType: mediaType} // the second pass wants parts only
+		index := p.bodies
+		p.bodies++
+		if p.secondPass() {
+			if p.emitBody != nil && p.emitErr == nil {
+				p.emitErr = p.emitBody(index, decoded)
+			}
+			return &node{mediaType: mediaType}
 		}
-		data, err := io.ReadAll(decoded)
+		// A long body is read here only to decide its decoding: its
+		// text is rendered as a stream, keeping the start (renderCut).
+		data, valid, cut, err := readText(decoded, max(p.textLeft, sniffBytes))
 		if err != nil {
 			p.warnf("decoding %s body: %v", mediaType, err)
 		}
 		isHTML := mediaType == "text/html"
-		return &node{mediaType: mediaType, isBody: true, isHTML: isHTML,
-			text: p.decodeText(data, params["charset"], isHTML)}
+		n := &node{mediaType: mediaType, isBody: true, isHTML: isHTML, cut: cut}
+		n.leaf = bodyLeaf{index: index, dec: p.textDecodingFor(data, params["charset"], isHTML, valid), isHTML: isHTML}
+		if !cut {
+			p.textLeft -= len(data)
+			n.text = p.decodeText(data, n.leaf.dec)
+		}
+		return n
 	}
 	part := &Part{
 		Filename:    filename,
@@ -423,6 +553,8 @@ func (p *mimeParser) transferDecode(cte string, body io.Reader) io.Reader {
 func (p *mimeParser) readPartData(part *Part, r io.Reader, index int) {
 	limit := p.opts.maxAttachment()
 	switch {
+	case p.emitBody != nil:
+		return // the text pass skips attachments
 	case p.emit != nil:
 		if index >= 0 && p.emitErr == nil {
 			// A decoding error ends the part where the first pass ended
@@ -495,38 +627,156 @@ func readAtMost(r io.Reader, limit int64) ([]byte, error) {
 	return buf, nil
 }
 
-// decodeText turns a body's bytes into valid UTF-8. A declared charset is
-// used when known; an unknown one, or none with invalid UTF-8, falls back
-// to windows-1252 for undeclared text (the usual culprit), or UTF-8 with
-// replacement characters for an unknown label, with a Warning.
-func (p *mimeParser) decodeText(data []byte, label string, isHTML bool) string {
+// textDecodingFor decides how a body becomes valid UTF-8. A declared
+// charset is used when known; an unknown one, or none with invalid UTF-8,
+// falls back to windows-1252 for undeclared text (the usual culprit), or
+// UTF-8 with replacement characters for an unknown label, with a Warning.
+// head is the start of the body (HTML is sniffed from its first 1024
+// bytes) and valid says whether the whole body is valid UTF-8.
+func (p *mimeParser) textDecodingFor(head []byte, label string, isHTML, valid bool) textDecoding {
 	label = normalizeCharset(label)
-	if label == "" && isHTML && !utf8.Valid(data) {
-		_, name, _ := htmlcharset.DetermineEncoding(data, "text/html")
+	if label == "" && isHTML && !valid {
+		_, name, _ := htmlcharset.DetermineEncoding(head, "text/html")
 		label = name
 	}
 	if label == "" || label == "utf-8" || label == "us-ascii" {
-		if utf8.Valid(data) {
-			return string(data)
+		if valid {
+			return textDecoding{how: decodeAsIs}
 		}
 		if label == "" {
 			p.warnf("undeclared 8-bit text decoded as windows-1252")
-			out, _ := charmap.Windows1252.NewDecoder().Bytes(data)
-			return string(out)
+			return textDecoding{how: decodeWindows1252}
 		}
 		p.warnf("invalid %s text, bad bytes replaced", label)
-		return strings.ToValidUTF8(string(data), "\uFFFD")
+		return textDecoding{how: decodeReplace}
 	}
-	r, err := charset.Reader(label, bytes.NewReader(data))
-	if err != nil {
+	if _, err := charset.Reader(label, bytes.NewReader(nil)); err != nil {
 		p.warnf("unknown charset %q decoded as UTF-8 with replacement", label)
-		return strings.ToValidUTF8(string(data), "\uFFFD")
+		return textDecoding{how: decodeReplace}
+	}
+	return textDecoding{how: decodeCharset, label: label}
+}
+
+// decodeText turns (the start of) a body's bytes into valid UTF-8 as d
+// says; textDecoding.reader does the same to a stream.
+func (p *mimeParser) decodeText(data []byte, d textDecoding) string {
+	switch d.how {
+	case decodeAsIs:
+		return string(data)
+	case decodeWindows1252:
+		out, _ := charmap.Windows1252.NewDecoder().Bytes(data)
+		return string(out)
+	case decodeReplace:
+		return strings.ToValidUTF8(string(data), replacementChar)
+	}
+	r, err := charset.Reader(d.label, bytes.NewReader(data))
+	if err != nil { // decided with a known label: not reached
+		return strings.ToValidUTF8(string(data), replacementChar)
 	}
 	out, err := io.ReadAll(r)
 	if err != nil {
-		p.warnf("decoding %s text: %v", label, err)
+		p.warnf("decoding %s text: %v", d.label, err)
 	}
-	return strings.ToValidUTF8(string(out), "\uFFFD")
+	return strings.ToValidUTF8(string(out), replacementChar)
+}
+
+// WriteFullText writes FullText to w, all of it: when Parse kept only its
+// start (FullTextSize is larger), the bodies are decoded again from the
+// raw message, one by one, as streams, so the whole text is never held in
+// memory. It returns w's first error.
+func (m *Message) WriteFullText(w io.Writer) error {
+	if m.cutText == nil {
+		_, err := io.WriteString(w, m.FullText)
+		return err
+	}
+	t := newTidier(w)
+	chosen := map[int]bodyLeaf{}
+	for _, l := range m.cutText {
+		chosen[l.index] = l
+	}
+	written := 0
+	err := eachBody(m.raw, m.opts, func(i int, r io.Reader) error {
+		l, ok := chosen[i]
+		if !ok {
+			return nil
+		}
+		if written > 0 {
+			_, _ = t.WriteString("\n\n") // an error is returned by the next write
+		}
+		written++
+		return l.render(r, t)
+	})
+	if err != nil {
+		return err
+	}
+	return t.Close()
+}
+
+// render writes the text of the body read from r to w: decoded, and
+// turned into text when it is HTML.
+func (l bodyLeaf) render(r io.Reader, w io.Writer) error {
+	text := l.dec.reader(r)
+	if l.isHTML {
+		return renderHTML(text, htmlOut{w: w})
+	}
+	_, err := io.Copy(w, text)
+	return err
+}
+
+// eachBody decodes raw again, as Parse did with o, and hands fn each
+// body as a stream with its index, skipping attachments; index -1 is the
+// raw body of a multipart, for a broken one whose text it is. It stops at
+// fn's first error and returns it.
+func eachBody(raw []byte, o ParseOptions, fn func(i int, r io.Reader) error) error {
+	p := &mimeParser{opts: o, emitBody: fn}
+	hdr, body := p.splitHeader(raw)
+	if err := fn(-1, bytes.NewReader(body)); err != nil {
+		return err
+	}
+	p.charsetHint = topCharset(hdr)
+	p.readEntity(hdr, bytes.NewReader(body), 0)
+	return p.emitErr
+}
+
+// renderCut renders the text of each body too long to keep, as a stream
+// decoded again from raw, keeping its start: as much as the text kept
+// leaves room for, at least sniffBytes. It also finds out whether all of
+// it is blank: multipart/alternative picks its version by that, and must
+// pick the one it would pick with the whole text.
+func (p *mimeParser) renderCut(root *node, raw []byte) {
+	cut := map[int]*node{}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n.isBody && n.cut {
+			cut[n.leaf.index] = n
+		}
+		for _, c := range n.children {
+			walk(c)
+		}
+	}
+	walk(root)
+	if len(cut) == 0 {
+		return
+	}
+	_ = eachBody(raw, p.opts, func(i int, r io.Reader) error {
+		n, ok := cut[i]
+		if !ok {
+			return nil
+		}
+		full := &keepStart{max: max(p.textLeft, sniffBytes), blankToo: true}
+		text := n.leaf.dec.reader(r)
+		if n.isHTML {
+			fresh := &keepStart{max: full.max}
+			_ = renderHTML(text, htmlOut{w: full}, htmlOut{w: fresh, dropQuotes: true}) // errEnough ends it
+			n.fresh = string(runeBoundary(fresh.b))
+		} else {
+			_, _ = io.Copy(full, text) // errEnough ends it
+		}
+		n.text = string(runeBoundary(full.b))
+		n.blank = !full.blank.notBlank
+		p.textLeft -= len(full.b)
+		return nil
+	})
 }
 
 // normalizeCharset maps labels seen in the wild that the IANA and WHATWG

@@ -1,33 +1,52 @@
 package email
 
 import (
+	"bytes"
 	"strings"
 	"unicode/utf8"
 )
 
 // body is the text of an entity twice: full keeps everything; fresh has
 // HTML quote containers (Gmail, Apple Mail, Thunderbird) already dropped and
-// is what quote stripping starts from.
+// is what quote stripping starts from. leaves are the bodies it was made
+// of, in order; cut says some held only their start.
 type body struct {
 	full, fresh string
 	isHTML      bool
 	ok          bool
+	blank       bool // full is white space, and so is the text not kept
+	cut         bool
+	leaves      []bodyLeaf
 }
 
 // fillBody sets FullText and Text from the MIME tree. When the tree yields
 // no text and no attachments (a broken multipart), the raw body is shown
-// rather than nothing.
+// rather than nothing. When a body was longer than the text kept, the
+// size of the whole text is measured by writing it, as a stream, nowhere.
 func (p *mimeParser) fillBody(msg *Message, root *node, raw []byte) {
 	b := bodyOf(root)
-	if !b.ok && !hasParts(root) && len(strings.TrimSpace(string(raw))) > 0 && strings.HasPrefix(root.mediaType, "multipart/") {
+	if !b.ok && !hasParts(root) && len(bytes.TrimSpace(raw)) > 0 && strings.HasPrefix(root.mediaType, "multipart/") {
 		p.warnf("no readable MIME part; raw body used as text")
-		text := p.decodeText(raw, "", false)
-		b = body{full: text, fresh: text, ok: true}
+		head := raw[:min(len(raw), p.opts.maxText())]
+		dec := p.textDecodingFor(head, "", false, utf8.Valid(raw))
+		cut := len(head) < len(raw)
+		if cut && dec.how == decodeAsIs {
+			head = runeBoundary(head)
+		}
+		text := p.decodeText(head, dec)
+		b = body{full: text, fresh: text, ok: true, cut: cut, leaves: []bodyLeaf{{index: -1, dec: dec}}}
 	}
 	msg.FullText = tidyText(b.full)
 	msg.Text = tidyText(stripQuoted(b.fresh))
 	if strings.TrimSpace(msg.Text) == "" {
 		msg.Text = msg.FullText
+	}
+	msg.FullTextSize = int64(len(msg.FullText))
+	if b.cut {
+		msg.cutText = b.leaves
+		var n countWriter
+		_ = msg.WriteFullText(&n) // counting never fails
+		msg.FullTextSize = n.n
 	}
 }
 
@@ -38,14 +57,22 @@ func (p *mimeParser) fillBody(msg *Message, root *node, raw []byte) {
 // images).
 func bodyOf(n *node) body {
 	switch {
+	case n.isBody && n.isHTML && n.cut: // rendered by renderCut
+		return body{full: n.text, fresh: n.fresh, isHTML: true, ok: true, blank: n.blank, cut: true, leaves: []bodyLeaf{n.leaf}}
 	case n.isBody && n.isHTML:
-		return body{full: htmlToText(n.text, false), fresh: htmlToText(n.text, true), isHTML: true, ok: true}
+		full := htmlToText(n.text, false)
+		return body{full: full, fresh: htmlToText(n.text, true), isHTML: true, ok: true,
+			blank: strings.TrimSpace(full) == "", leaves: []bodyLeaf{n.leaf}}
 	case n.isBody:
-		return body{full: n.text, fresh: n.text, ok: true}
+		blank := strings.TrimSpace(n.text) == ""
+		if n.cut {
+			blank = n.blank
+		}
+		return body{full: n.text, fresh: n.text, ok: true, blank: blank, cut: n.cut, leaves: []bodyLeaf{n.leaf}}
 	case n.mediaType == "multipart/alternative":
 		return alternativeBody(n.children)
 	}
-	var out body
+	out := body{blank: true}
 	for _, c := range n.children {
 		b := bodyOf(c)
 		if !b.ok {
@@ -58,6 +85,9 @@ func bodyOf(n *node) body {
 		out.full += b.full
 		out.fresh += b.fresh
 		out.ok = true
+		out.blank = out.blank && b.blank
+		out.cut = out.cut || b.cut
+		out.leaves = append(out.leaves, b.leaves...)
 	}
 	return out
 }
@@ -71,7 +101,7 @@ func alternativeBody(children []*node) body {
 		if !b.ok {
 			continue
 		}
-		empty := strings.TrimSpace(b.full) == ""
+		empty := b.blank
 		switch {
 		case !b.isHTML && !empty:
 			return b
@@ -114,29 +144,14 @@ func isSignaturePart(mediaType string) bool {
 }
 
 // tidyText normalises newlines, drops trailing spaces, collapses runs of
-// blank lines and guarantees valid UTF-8.
+// blank lines and guarantees valid UTF-8 (a tidier over the whole text).
 func tidyText(s string) string {
 	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
+		s = strings.ToValidUTF8(s, replacementChar)
 	}
-	s = strings.ReplaceAll(s, "\r\n", "\n")
-	s = strings.ReplaceAll(s, "\r", "\n")
-	lines := strings.Split(s, "\n")
-	out := make([]string, 0, len(lines))
-	blank := 0
-	for _, l := range lines {
-		if l != "-- " { // keep the signature delimiter recognisable
-			l = strings.TrimRight(l, " \t\u00a0")
-		}
-		if l == "" {
-			blank++
-			if blank > 1 {
-				continue
-			}
-		} else {
-			blank = 0
-		}
-		out = append(out, l)
-	}
-	return strings.Trim(strings.Join(out, "\n"), "\n")
+	var b strings.Builder
+	t := newTidier(&b)
+	_, _ = t.WriteString(s)
+	_ = t.Close() // a Builder never fails
+	return b.String()
 }

@@ -15,21 +15,56 @@ import (
 // readHeaders fills the header fields of msg. Only a missing or
 // unparsable From is an error: without a sender there is nobody to answer.
 func (p *mimeParser) readHeaders(h textproto.Header, msg *Message) error {
-	from, err := p.fromAddress(h.Get("From"))
+	from, err := p.fromAddress(headerHead(h.Get("From")))
 	if err != nil {
 		return err
 	}
 	msg.From = from
-	msg.MessageID = firstMsgID(h.Get("Message-Id"))
+	msg.MessageID = firstMsgID(headerHead(h.Get("Message-Id")))
 	msg.InReplyTo = msgIDList(h.Values("In-Reply-To"))
 	msg.References = msgIDList(h.Values("References"))
-	msg.To = p.addressList(h.Values("To"))
-	msg.Cc = p.addressList(h.Values("Cc"))
+	msg.To = p.addressList(headerHeads(h.Values("To")))
+	msg.Cc = p.addressList(headerHeads(h.Values("Cc")))
 	msg.ReturnPath, msg.NullReturnPath = returnPath(h.Values("Return-Path"))
 	msg.DeliveredTo = p.deliveredTo(h)
-	msg.Subject = cleanHeaderText(p.decodeWords(h.Get("Subject")))
-	msg.Date = p.parseDate(h.Get("Date"))
+	msg.Subject = cleanHeaderText(p.decodeWords(headerHead(h.Get("Subject"))))
+	msg.Date = p.parseDate(headerHead(h.Get("Date")))
 	return nil
+}
+
+// maxFieldBytes is how much of a header field (of all its occurrences, for
+// To and Cc) is decoded: far more than any sender, recipient list or subject
+// the store keeps, so that decoding, which makes copies (net/mail holds a
+// quoted name as runes, four bytes a character), costs a constant, not a
+// multiple of a megabyte-long field. In-Reply-To and References are read
+// from their tail instead (msgIDList).
+const maxFieldBytes = 64 << 10
+
+// headerHead is the first maxFieldBytes of a field's value, cut at a space
+// when there is one in its last quarter, so no word is taken in part.
+func headerHead(v string) string {
+	if len(v) <= maxFieldBytes {
+		return v
+	}
+	v = v[:maxFieldBytes]
+	if i := strings.LastIndexAny(v, " \t\r\n,"); i >= maxFieldBytes*3/4 {
+		v = v[:i]
+	}
+	return v
+}
+
+// headerHeads keeps the first maxFieldBytes of all values together.
+func headerHeads(values []string) []string {
+	var out []string
+	for size := 0; len(values) > 0 && size < maxFieldBytes; values = values[1:] {
+		v := values[0]
+		if room := maxFieldBytes - size; len(v) > room {
+			v = headerHead(v)[:min(len(v), room)]
+		}
+		out = append(out, v)
+		size += len(v)
+	}
+	return out
 }
 
 // cleanHeaderText turns control characters (left by broken folding or
@@ -59,7 +94,7 @@ func (p *mimeParser) fromAddress(v string) (mail.Address, error) {
 	}
 	loc := addrSpec.FindStringIndex(v)
 	if loc == nil {
-		return mail.Address{}, fmt.Errorf("parse mail: no address in From %q: %w", v, ErrNotMail)
+		return mail.Address{}, fmt.Errorf("parse mail: no address in From %.200q: %w", v, ErrNotMail)
 	}
 	p.warnf("malformed From header parsed leniently")
 	// From holds one person: everything before the address is the name,
@@ -189,6 +224,15 @@ func headerTail(values []string, n int) string {
 	return strings.Join(parts, " ")
 }
 
+// maxMsgIDBytes is the longest Message-ID taken (without its brackets):
+// one that fits on an In-Reply-To line of at most 998 bytes (RFC 5322).
+// Every id a ticket keeps is repeated in the In-Reply-To and References of
+// the mail ticketd sends, so a longer one would make that mail carry it (a
+// 1 MB Message-ID, reflected to whatever address the sender wrote). A mail
+// whose own id is longer is keyed by the hash of its bytes, like one
+// without a Message-ID.
+const maxMsgIDBytes = 998 - len("In-Reply-To: <>")
+
 func scanMsgIDs(v string) []string {
 	var out []string
 	for len(v) > 0 {
@@ -202,7 +246,7 @@ func scanMsgIDs(v string) []string {
 				end = len(v)
 			}
 			id := strings.Join(strings.Fields(v[1:end]), "")
-			if id != "" && !strings.ContainsAny(id, "<") {
+			if id != "" && len(id) <= maxMsgIDBytes && !strings.ContainsAny(id, "<") {
 				out = append(out, "<"+id+">")
 			}
 			v = v[min(end+1, len(v)):]
@@ -212,7 +256,7 @@ func scanMsgIDs(v string) []string {
 		if i := strings.IndexAny(v, " \t\r\n,<"); i >= 0 {
 			word = v[:i]
 		}
-		if strings.Contains(word, "@") && !strings.ContainsAny(word, `()">`) {
+		if strings.Contains(word, "@") && len(word) <= maxMsgIDBytes && !strings.ContainsAny(word, `()">`) {
 			out = append(out, "<"+word+">")
 		}
 		v = v[len(word):]
@@ -227,7 +271,7 @@ func firstMsgID(v string) string {
 	}
 	// Some senders write a bare id without "@"; keep it, bracketed, so
 	// threading still works.
-	if f := strings.Fields(v); len(f) > 0 {
+	if f := strings.Fields(v); len(f) > 0 && len(f[0]) <= maxMsgIDBytes {
 		return "<" + strings.Trim(f[0], "<>") + ">"
 	}
 	return ""

@@ -60,3 +60,30 @@ func TestMsgIDListWorkDoesNotGrowWithTheHeader(t *testing.T) {
 		t.Errorf("allocations grow with the header: %.0f for 35,000 ids, %.0f for 140,000", a, b)
 	}
 }
+
+// The header block keeps at most maxFieldBytes of a field: the head of
+// most, the tail of In-Reply-To and References, whose newest id (the
+// parent) comes last, folded or on one line.
+func TestParseKeepsTheHeadOrTailOfLongFields(t *testing.T) {
+	for name, refs := range map[string]string{
+		"folded":   floodIDs(35000) + "\r\n <parent@x.test>",
+		"one line": strings.ReplaceAll(floodIDs(35000), "\r\n", "") + " <parent@x.test>",
+	} {
+		raw := hostileMail("a@customer.test", "<m@customer.test>", wordsOf(1<<20, "\r\n ")+"\r\nReferences: "+refs+"\r\nIn-Reply-To: "+refs, "Body.\r\n")
+		msg, err := Parse(raw, ParseOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, ids := range [][]string{msg.References, msg.InReplyTo} {
+			if len(ids) == 0 || ids[len(ids)-1] != "<parent@x.test>" || len(ids) > maxMsgIDs {
+				t.Errorf("%s: %d ids ending %q, want the parent last", name, len(ids), ids[max(0, len(ids)-1):])
+			}
+		}
+		if !strings.HasPrefix(msg.Subject, "word0 word1 ") || len(msg.Subject) > maxFieldBytes {
+			t.Errorf("%s: subject of %d bytes: %.40q", name, len(msg.Subject), msg.Subject)
+		}
+		if msg.From.Address != "a@customer.test" || msg.MessageID != "<m@customer.test>" {
+			t.Errorf("%s: From %q, Message-ID %q", name, msg.From.Address, msg.MessageID)
+		}
+	}
+}

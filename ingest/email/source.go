@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -861,7 +862,7 @@ func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.Mai
 			return w.storeFailed(err, m.uid, false)
 		}
 	} else {
-		raw, err := w.fetchBody(c, m.uid)
+		raw, err := w.fetchBody(c, m.uid, o.MaxMessageBytes)
 		if err != nil {
 			return err
 		}
@@ -1000,23 +1001,62 @@ func (w *worker) flush(ctx context.Context, st *store.MailboxState) error {
 }
 
 // fetchBody downloads a whole message without setting \Seen; nil when the
-// message is gone.
-func (w *worker) fetchBody(c *imapclient.Client, uid uint32) ([]byte, error) {
+// message is gone. The message is read into one buffer sized from its
+// literal's announced size (at most limit), not grown by doubling: the
+// raw message stays the only copy of a big mail in memory.
+func (w *worker) fetchBody(c *imapclient.Client, uid uint32, limit int64) ([]byte, error) {
 	sec := &imap.FetchItemBodySection{Peek: true}
-	bufs, err := c.Fetch(imap.UIDSetNum(imap.UID(uid)), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
-	if err != nil {
-		return nil, fmt.Errorf("fetch uid %d of %s: %w", uid, w.mailbox, err)
-	}
-	for _, b := range bufs {
-		if uint32(b.UID) == uid {
-			raw := b.FindBodySection(sec)
+	cmd := c.Fetch(imap.UIDSetNum(imap.UID(uid)), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}})
+	var raw []byte
+	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+		var got imap.UID
+		var body []byte
+		for item := msg.Next(); item != nil; item = msg.Next() {
+			switch item := item.(type) {
+			case imapclient.FetchItemDataUID:
+				got = item.UID
+			case imapclient.FetchItemDataBodySection:
+				b, err := readLiteral(item.Literal, limit)
+				if err != nil {
+					_ = cmd.Close()
+					return nil, fmt.Errorf("fetch uid %d of %s: %w", uid, w.mailbox, err)
+				}
+				body = b
+			}
+		}
+		if uint32(got) == uid {
+			raw = body
 			if raw == nil {
 				raw = []byte{}
 			}
-			return raw, nil
 		}
 	}
-	return nil, nil
+	if err := cmd.Close(); err != nil {
+		return nil, fmt.Errorf("fetch uid %d of %s: %w", uid, w.mailbox, err)
+	}
+	return raw, nil
+}
+
+// readLiteral reads a fetched literal into a buffer of its announced
+// size, capped by limit; only a literal longer than that grows it.
+func readLiteral(lit imap.LiteralReader, limit int64) ([]byte, error) {
+	if lit == nil {
+		return []byte{}, nil
+	}
+	buf := make([]byte, max(0, min(lit.Size(), limit)))
+	n, err := io.ReadFull(lit, buf)
+	buf = buf[:n]
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return buf, nil
+	case err != nil:
+		return nil, err
+	}
+	rest, err := io.ReadAll(lit)
+	if err != nil {
+		return nil, err
+	}
+	return append(buf, rest...), nil
 }
 
 // fetchHead downloads the envelope and the first limit bytes of a message.

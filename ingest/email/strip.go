@@ -117,19 +117,24 @@ func attributionLen(lines []string, i int) int {
 	if strings.TrimSpace(lines[i]) == "" {
 		return 0
 	}
-	joined := ""
+	joined := strings.TrimSpace(lines[i])
 	for n := 1; n <= 3 && i+n <= len(lines); n++ {
-		l := strings.TrimSpace(lines[i+n-1])
-		if n > 1 && (l == "" || isQuotedLine(l)) {
-			return 0
+		if n > 1 {
+			// A wrapped attribution must start like one, so that a line
+			// of content before it is never swallowed.
+			if !attributionStart.MatchString(lines[i]) {
+				return 0
+			}
+			l := strings.TrimSpace(lines[i+n-1])
+			if l == "" || isQuotedLine(l) {
+				return 0
+			}
+			joined = strings.TrimSpace(joined + " " + l)
 		}
-		joined = strings.TrimSpace(joined + " " + l)
 		if len(joined) > 400 {
 			return 0
 		}
-		// A wrapped attribution must start like one, so that a line of
-		// content before it is never swallowed.
-		if (n == 1 || attributionStart.MatchString(lines[i])) && attribution.MatchString(joined) {
+		if attribution.MatchString(joined) {
 			return n
 		}
 	}

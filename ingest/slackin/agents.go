@@ -17,6 +17,7 @@ const (
 	refuseExternal = "Only members of this workspace's support team can work on tickets from Slack. Nothing was changed."
 	refuseNoEmail  = "Your Slack profile shows no email address, so you cannot be matched to a support agent. Nothing was changed."
 	refuseUnknown  = "Your Slack account could not be matched to a support agent. Nothing was changed."
+	refuseOutside  = "Use /ticket in the agents' channel: elsewhere only people already known as support agents can work on tickets. Nothing was changed."
 )
 
 // agent returns the agent a Slack user is. When the user may not act, it
@@ -77,6 +78,22 @@ func notAgent(u *slack.User, team string) string {
 		return refuseExternal
 	}
 	return ""
+}
+
+// commandAgent is agent for the writer of a /ticket command. In the
+// agents' channel, being there vouches for them as it does for a reply in a
+// thread there. Slash commands reach the app from every channel, though,
+// and a workspace member writing in a help channel or a DM is a customer:
+// anywhere else only someone already known as an agent may act.
+func (h *Bridge) commandAgent(ctx context.Context, cmd slack.SlashCommand) (*store.Agent, string, error) {
+	if cmd.ChannelID == h.o.Channel {
+		return h.agent(ctx, cmd.UserID)
+	}
+	w, err := h.whoWrote(ctx, cmd.UserID, cmd.TeamID)
+	if err != nil || w.agent == nil {
+		return nil, refuseOutside, err
+	}
+	return w.agent, "", nil
 }
 
 // actingAgent is agent for someone acting in a channel (threadTS: in a

@@ -421,6 +421,44 @@ func TestSlashCommand(t *testing.T) {
 	adminLine(t, d.st, tk, "Assigned to "+ann.ID.Hex(), ann)
 }
 
+// Slash commands reach the app from any channel: outside the agents'
+// channel a workspace member who is not yet an agent (a customer in a help
+// channel) learns nothing and changes nothing, and is not made an agent.
+func TestSlashCommandOutsideTheAgentsChannel(t *testing.T) {
+	const memberID, helpChannel = "U0MEMBER", "C0HELP"
+	d := newDesk(t, nil)
+	d.f.AddUser(slackfake.User{ID: memberID, RealName: "Mia Member", Email: "mia@support.test"})
+	ref := d.ticket.RefID
+	run := func(user, channel, text string) string {
+		t.Helper()
+		msg := d.mustDeliver(d.f.SlashCommandEnvelope(user, channel, "/ticket", text))
+		if msg == nil {
+			t.Fatalf("/ticket %s: no answer", text)
+		}
+		return msg.Text
+	}
+	if got := run(memberID, helpChannel, fmt.Sprintf("%d resolved", ref)); got != refuseOutside {
+		t.Fatalf("member outside the agents' channel: %q", got)
+	}
+	if got := run(memberID, helpChannel, fmt.Sprint(ref)); strings.Contains(got, "Printer on fire") {
+		t.Fatalf("the summary leaked outside the agents' channel: %q", got)
+	}
+	if tk := d.load(); tk.Status != store.StatusCreated {
+		t.Fatalf("status %s after a refused command", tk.Status)
+	}
+	if _, err := d.st.AgentBySlackUser(context.Background(), memberID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused member was made an agent: %v", err)
+	}
+	// In the agents' channel the same member acts; afterwards they are a
+	// known agent, and may use the command anywhere.
+	if got := run(memberID, slackfake.ChannelID, fmt.Sprintf("%d in-progress", ref)); !strings.Contains(got, "Status: in-progress") {
+		t.Fatalf("member in the agents' channel: %q", got)
+	}
+	if got := run(memberID, helpChannel, fmt.Sprintf("%d resolved", ref)); !strings.Contains(got, "Status: resolved") {
+		t.Fatalf("known agent outside the agents' channel: %q", got)
+	}
+}
+
 func TestReactionShortcuts(t *testing.T) {
 	d := newDesk(t, nil)
 	d.mustDeliver(d.f.ReactionAddedEvent(annID, "eyes", slackfake.ChannelID, d.rootTS))

@@ -22,7 +22,7 @@ const maxFilesPerMessage = 10
 // store, past the connection's deadline if need be.
 const filesTimeout = 2 * time.Minute
 
-// fullTextName is the file that keeps a message cut to MaxDescription whole.
+// fullTextName is the file that keeps a message cut to Limits.MaxDescription whole.
 const fullTextName = "original-message.txt"
 
 // fileID derives an attachment's id from the message's key and the Slack
@@ -166,4 +166,25 @@ func (h *Bridge) saveFullText(ctx context.Context, ticket bson.ObjectID, key, wh
 	a := store.Attachment{ID: fileID(key, "full-text"), Filename: fullTextName, ContentType: "text/plain; charset=utf-8", Size: int64(len(whole))}
 	err := h.o.Store.SaveAttachment(ctx, store.AttachmentFile{Attachment: a, TicketID: ticket, Data: []byte(whole)})
 	return a, err
+}
+
+// body turns a message into what is stored of it: its markup as plain
+// text (plain, whole), its files downloaded and stored under the ticket,
+// and the text to store (text): within Limits.MaxDescription, with notes for the
+// files left out, the whole text kept as fullTextName when it was cut.
+func (h *Bridge) body(ctx context.Context, ticket bson.ObjectID, key, markup string, files []slack.File) (text, plain string, stored []store.Attachment, err error) {
+	plain = h.plainText(ctx, markup)
+	stored, notes, err := h.attachments(ctx, ticket, key, files)
+	if err != nil {
+		return "", "", nil, err
+	}
+	text, whole := withNotes(plain, notes, h.o.Limits)
+	if whole != "" {
+		f, err := h.saveFullText(ctx, ticket, key, whole)
+		if err != nil {
+			return "", "", nil, err
+		}
+		stored = append(stored, f)
+	}
+	return text, plain, stored, nil
 }

@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/ticketd/ticketd/internal/ratelimit"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -28,6 +30,13 @@ type Store interface {
 	FindOrCreateAgent(ctx context.Context, email, name, slackUserID string) (*store.Agent, error)
 	SeenEvent(ctx context.Context, key string) (bool, error)
 	RecordEvent(ctx context.Context, key string) error
+
+	// Intake (intake.go): customers' messages.
+	CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error)
+	FindOrCreateSlackCustomer(ctx context.Context, p store.SlackPerson) (*store.Customer, bool, error)
+	AgentByEmail(ctx context.Context, email string) (*store.Agent, error)
+	EditOpening(ctx context.Context, id bson.ObjectID, scope store.Scope, subject, description string, by store.Actor) (*store.Ticket, bool, error)
+	Limits() store.Limits
 }
 
 // SlackAPI is the part of the Web API the handler calls. *slack.Client
@@ -66,6 +75,11 @@ const (
 	// (ingest/email.DefaultMaxAttachmentBytes), so a file is stored or left
 	// out alike whichever way it came.
 	DefaultMaxAttachmentBytes = 10 << 20
+	// DefaultIntakeCategory is the category of tickets opened from Slack.
+	DefaultIntakeCategory = "Support"
+	// DefaultNewTicketsPerHour is the mail bridge's per-sender default
+	// (ingest/email.DefaultRateLimitPerHour).
+	DefaultNewTicketsPerHour = 20
 )
 
 // Options configures a Bridge.
@@ -93,6 +107,29 @@ type Options struct {
 	Limits store.Limits
 	// Logger: nil means slog.Default().
 	Logger *slog.Logger
+
+	// Intake (config slack.intakeChannels, directMessages, channelTeams,
+	// intakeCategory): customers' messages that open tickets.
+
+	// IntakeChannels are the channel IDs whose top-level messages open
+	// tickets (Slack Connect channels shared with a customer, help
+	// channels).
+	IntakeChannels []string
+	// DirectMessages: a direct message to the app opens a ticket too.
+	DirectMessages bool
+	// ChannelTeams maps an intake channel to the team of its tickets;
+	// unmapped, the team is "slack:" and the writer's own Slack team id
+	// (their organisation's, for a Slack Connect user).
+	ChannelTeams map[string]string
+	// IntakeCategory is the category of tickets opened from Slack; empty
+	// means DefaultIntakeCategory.
+	IntakeCategory string
+	// NewTicketsPerHour caps the tickets one Slack user opens per hour,
+	// like email.rateLimitPerHour for a sender; 0 means
+	// DefaultNewTicketsPerHour, negative no limit.
+	NewTicketsPerHour int
+	// Now is the clock of the rate limit; nil means time.Now.
+	Now func() time.Time
 }
 
 // Counts count what became of the payloads handled, for /metrics.
@@ -110,7 +147,10 @@ type Counts struct {
 // as auth.test's, not a guest, not a Slack Connect stranger, not a bot)
 // with an email address on their profile. The first time one acts, the
 // agent is found by that address (an agent made by the API or mail is
-// linked, not duplicated) or created from users.info.
+// linked, not duplicated) or created from users.info. In intake channels
+// and direct messages (intake.go) only someone already known as an agent
+// (by Slack id, or by address) writes as one; other workspace members are
+// customers there, so that a help channel of the workspace works.
 //
 // Each event is applied once: a reply's response carries the SourceKey
 // "slack:<channel>/<ts>" (the store adds a response only once per key);
@@ -128,6 +168,9 @@ type Bridge struct {
 	log *slog.Logger
 	// Counts are what became of the payloads handled, read by /metrics.
 	Counts Counts
+
+	intake map[string]bool    // IntakeChannels
+	limit  *ratelimit.Limiter // new tickets per Slack user
 }
 
 var _ Handler = (*Bridge)(nil)
@@ -159,7 +202,21 @@ func New(o Options) (*Bridge, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Bridge{o: o, log: o.Logger.With("component", "slackin")}, nil
+	if o.IntakeCategory == "" {
+		o.IntakeCategory = DefaultIntakeCategory
+	}
+	if o.NewTicketsPerHour == 0 {
+		o.NewTicketsPerHour = DefaultNewTicketsPerHour
+	}
+	b := &Bridge{o: o, log: o.Logger.With("component", "slackin"), intake: map[string]bool{},
+		limit: ratelimit.New(o.NewTicketsPerHour, time.Hour, o.Now)}
+	for _, ch := range o.IntakeChannels {
+		if ch == o.Channel {
+			return nil, fmt.Errorf("slackin: the agents' channel %s cannot be an intake channel", ch)
+		}
+		b.intake[ch] = true
+	}
+	return b, nil
 }
 
 // Identity is the app's own identity in Slack.
@@ -222,14 +279,18 @@ func (h *Bridge) HandleEvent(ctx context.Context, ev slackevents.EventsAPIEvent,
 	return nil
 }
 
-// onMessage routes a message event by channel. Only the agents' channel is
-// ours for now; intake channels and direct messages come later.
+// onMessage routes a message event by channel: the agents' channel, an
+// intake channel or a direct message to the app (intake.go); any other
+// channel is not ours.
 func (h *Bridge) onMessage(ctx context.Context, e *slackevents.MessageEvent) error {
-	if e.Channel != h.o.Channel {
-		h.Counts.Ignored.Add(1)
-		return nil
+	switch {
+	case e.Channel == h.o.Channel:
+		return h.onAgentsMessage(ctx, e)
+	case h.intake[e.Channel] || (h.o.DirectMessages && e.ChannelType == slackevents.ChannelTypeIM):
+		return h.onIntakeMessage(ctx, e)
 	}
-	return h.onAgentsMessage(ctx, e)
+	h.Counts.Ignored.Add(1)
+	return nil
 }
 
 // gone says whether an error means the ticket was deleted after its thread

@@ -104,40 +104,40 @@ func (h *Bridge) onAgentReply(ctx context.Context, e *slackevents.MessageEvent) 
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), filesTimeout)
 		defer cancel()
 	}
-	text = h.plainText(ctx, text)
-	stored, notes, err := h.attachments(ctx, ticketID, key, files)
+	text, _, stored, err := h.body(ctx, ticketID, key, text, files)
 	if err != nil {
 		return err
-	}
-	text, whole := withNotes(text, notes, h.o.Limits)
-	if whole != "" {
-		f, err := h.saveFullText(ctx, ticketID, key, whole)
-		if err != nil {
-			return err
-		}
-		stored = append(stored, f)
 	}
 	if text == "" && len(stored) == 0 {
 		h.Counts.Ignored.Add(1) // a bare note prefix: nothing to store
 		return nil
 	}
-	_, added, err := h.o.Store.AddResponse(ctx, ticketID, store.AllTickets, store.NewResponse{
+	if err := h.addResponse(ctx, ticketID, store.AllTickets, store.NewResponse{
 		Author:      agentActor(a),
 		Description: text,
 		Source:      store.SourceSlack,
 		SourceKey:   key,
 		Internal:    internal,
 		Attachments: stored,
-	})
+	}); err != nil {
+		return err
+	}
+	return h.reactIfNote(ctx, internal, e.Channel, e.TimeStamp)
+}
+
+// addResponse stores a reply made from a Slack message (once: its
+// SourceKey) and counts it.
+func (h *Bridge) addResponse(ctx context.Context, ticketID bson.ObjectID, scope store.Scope, in store.NewResponse) error {
+	_, added, err := h.o.Store.AddResponse(ctx, ticketID, scope, in)
 	if err != nil {
-		return fmt.Errorf("store reply %s on ticket %s: %w", key, ticketID.Hex(), err)
+		return fmt.Errorf("store reply %s on ticket %s: %w", in.SourceKey, ticketID.Hex(), err)
 	}
 	if added {
 		h.Counts.Applied.Add(1)
 	} else {
 		h.Counts.Deduplicated.Add(1)
 	}
-	return h.reactIfNote(ctx, internal, e.Channel, e.TimeStamp)
+	return nil
 }
 
 // reactIfNote marks an internal note with a lock; also when the note was

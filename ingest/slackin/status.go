@@ -169,7 +169,7 @@ func (h *Bridge) HandleCommand(ctx context.Context, cmd slack.SlashCommand) (*sl
 		h.Counts.Ignored.Add(1)
 		return ephemeral(commandHelp), nil
 	}
-	a, why, err := h.agent(ctx, cmd.UserID)
+	a, why, err := h.commandAgent(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}

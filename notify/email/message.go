@@ -11,7 +11,6 @@ import (
 
 	"github.com/ticketd/ticketd/store"
 	mail "github.com/wneessen/go-mail"
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // outgoing is a notification ready to send.
@@ -44,6 +43,9 @@ type skip struct {
 //   - priority.changed: never mailed. Priority is internal triage; telling
 //     a customer "your ticket is now low priority" helps nobody.
 //
+// A ticket opened in Slack (it has a customer Slack thread) is never
+// mailed about: the Slack sink answers the customer there.
+//
 // The recipient is always the ticket's creator, looked up as a customer;
 // without a customer record (a ticket opened with an API token) there is
 // nobody to mail and the delivery completes with a logged reason.
@@ -70,6 +72,8 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 		return nil, &skip{"priority changes are not mailed to customers", true}, nil
 	case store.EventAssigneeChanged:
 		return nil, &skip{"assignee changes are not mailed to customers", true}, nil
+	case store.EventTicketEdited:
+		return nil, &skip{"the customer's own edit is not mailed back", true}, nil
 	case store.EventResponseDelivered, store.EventResponseUndelivered:
 		return nil, &skip{"delivery outcomes are for the other sinks", true}, nil
 	default:
@@ -82,6 +86,12 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if t.Thread(store.ThreadSlackCustomer) != "" {
+		// Opened in Slack: the customer is answered in their Slack thread
+		// (the Slack sink), once, where they wrote, even when we know
+		// their address too.
+		return nil, &skip{"the ticket was opened in Slack: the customer is answered there", true}, nil
 	}
 	if t.CreatorType != store.CreatorCustomer {
 		return nil, &skip{"ticket opened by an agent: no customer to mail", false}, nil
@@ -112,7 +122,7 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 	}
 	switch kind {
 	case KindResponse:
-		r := findResponse(t, e.ResponseID)
+		r := t.ResponseByID(e.ResponseID)
 		switch {
 		case r == nil:
 			return nil, &skip{"response not found on the ticket", false}, nil
@@ -186,18 +196,6 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 // nothing by themselves.
 func (n *Adapter) messageID(d *store.Delivery) string {
 	return "<ticketd." + d.Event.ID.Hex() + "." + n.cfg.Signer.Tag("message-id", d.Event.ID) + "@" + n.cfg.MessageIDDomain + ">"
-}
-
-func findResponse(t *store.Ticket, id *bson.ObjectID) *store.Response {
-	if id == nil {
-		return nil
-	}
-	for i := range t.Response {
-		if t.Response[i].ID == *id {
-			return &t.Response[i]
-		}
-	}
-	return nil
 }
 
 // threadBefore returns the thread's Message-IDs that precede own: all of

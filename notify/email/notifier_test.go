@@ -448,3 +448,35 @@ func TestShutdownAbortsStuckSend(t *testing.T) {
 	e.start(o)
 	e.srv.WaitFor(t, 1, 10*time.Second)
 }
+
+// A ticket opened in Slack is answered in Slack: no acknowledgement, reply
+// or status mail, though its customer has an address; the same customer's
+// mail ticket is mailed as ever.
+func TestSlackOpenedTicketIsNotMailed(t *testing.T) {
+	e := newEnv(t, smtptest.Options{})
+	e.relay()
+	e.start(e.options())
+	slackTk, _, err := e.st.CreateTicket(e.ctx, store.NewTicket{
+		Creator: store.Actor{ID: e.cust.ID, Type: store.CreatorCustomer, Via: store.SourceSlack}, TeamID: e.cust.TeamID,
+		Subject: "From Slack", Description: "Help", Source: store.SourceSlack, SourceKey: "slack:C1/1.000001",
+		Threads: []store.ThreadRef{{Kind: store.ThreadSlackCustomer, Key: "C1/1.000001"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reply(slackTk, "Answered in Slack", false)
+	e.setStatus(slackTk, store.StatusResolved)
+	e.idle()
+	mailTk := e.ticket("By mail")
+	got := e.srv.WaitFor(t, 1, 10*time.Second)
+	e.idle()
+	if n := len(e.srv.Messages()); n != 1 {
+		t.Fatalf("%d mails, want only the mail ticket's acknowledgement", n)
+	}
+	if s := header(t, got[0], "Subject"); !strings.Contains(s, fmt.Sprintf("[#%d]", mailTk.RefID)) {
+		t.Errorf("the one mail is %q, not the mail ticket's", s)
+	}
+	if n := len(e.deliveries(store.DeliveryDead)); n != 0 {
+		t.Errorf("%d dead letters", n)
+	}
+}

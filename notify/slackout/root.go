@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/slack-go/slack"
@@ -161,12 +162,16 @@ func (a *Adapter) customerThreadNote(ctx context.Context, t *store.Ticket) strin
 	if !ok {
 		return ""
 	}
+	where, thread := "<#"+ch+">", "their thread in <#"+ch+">"
+	if strings.HasPrefix(ch, "D") { // a direct message: no channel to name
+		where, thread = "a direct message to the app", "a direct message to the app"
+	}
 	link, err := a.api.GetPermalinkContext(ctx, &slack.PermalinkParameters{Channel: ch, Ts: ts})
 	if err != nil || link == "" {
 		a.log.Warn("no permalink for the customer's thread", "ticket", t.ID.Hex(), "channel", ch, "ts", ts, "err", err)
-		return "The customer writes in <#" + ch + ">."
+		return "The customer writes in " + where + "."
 	}
-	return "The customer writes in <" + link + "|their thread in <#" + ch + ">>."
+	return "The customer writes in <" + link + "|" + thread + ">."
 }
 
 // creatorLabel names who opened the ticket: a customer by name and address,

@@ -9,6 +9,11 @@
 // message updated in place, and reactions on an agent's Slack reply once the
 // customer's mail was delivered, or not.
 //
+// A ticket opened by a customer in Slack (intake) has a customer thread
+// too (store.ThreadSlackCustomer): the same delivery answers there
+// (customer.go), with the acknowledgement, agents' replies to the
+// customer and status changes.
+//
 // Posting is exactly once. Every message carries metadata naming the ticket
 // and the event; before a root message is posted the channel's recent
 // history is searched for it, and a retried delivery searches the thread
@@ -125,11 +130,27 @@ func (a *Adapter) Deliver(ctx context.Context, d *store.Delivery) error {
 	if err != nil {
 		return fmt.Errorf("slack: load ticket %s: %w", e.TicketID.Hex(), err)
 	}
+	retried := d.Attempts > 1
+	err = a.deliverToAgents(ctx, t, d, retried)
+	if t.Thread(store.ThreadSlackCustomer) == "" || (err != nil && !notify.IsSkipped(err)) {
+		return err
+	}
+	// The agents' side first: a failure there retries both, and the
+	// customer's side, like the agents', finds what it posted before.
+	if cerr := a.deliverToCustomer(ctx, t, e, retried); cerr == nil || !notify.IsSkipped(cerr) {
+		return cerr
+	}
+	return err
+}
+
+// deliverToAgents shows one event in the ticket's thread in the agents'
+// channel.
+func (a *Adapter) deliverToAgents(ctx context.Context, t *store.Ticket, d *store.Delivery, retried bool) error {
+	e := d.Event
 	root, fresh, err := a.ensureRoot(ctx, t, d)
 	if err != nil {
 		return err
 	}
-	retried := d.Attempts > 1
 	switch e.Kind {
 	case store.EventTicketCreated:
 		if !fresh {
@@ -151,6 +172,17 @@ func (a *Adapter) Deliver(ctx context.Context, d *store.Delivery) error {
 		return a.postLine(ctx, t, root, e, retried, line)
 	case store.EventResponseDelivered, store.EventResponseUndelivered:
 		return a.deliverOutcome(ctx, t, root, e, retried)
+	case store.EventTicketEdited:
+		if !fresh { // a fresh root shows the new text already
+			if err := a.updateRoot(ctx, t, root); err != nil {
+				return err
+			}
+		}
+		who, err := a.personLabel(ctx, e.ActorType, e.ActorID)
+		if err != nil {
+			return err
+		}
+		return a.postLine(ctx, t, root, e, retried, ":pencil2: "+who+" edited the message that opened the ticket; the text above is the new one")
 	}
 	return notify.Skipped("Slack does not show " + string(e.Kind))
 }

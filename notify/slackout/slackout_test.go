@@ -378,17 +378,22 @@ func TestUnknownChannelIsPermanent(t *testing.T) {
 }
 
 func TestRootLinksTheCustomersSlackThread(t *testing.T) {
-	e := newEnv(t)
-	tk := e.newTicket()
-	opening := e.fake.MessageEvent(slackfake.MessageSpec{Channel: "C0HELP", User: "U0ANN", Text: "help"})
-	if err := e.st.BindThread(e.ctx, tk.ID, store.ThreadSlackCustomer, slackui.MessageKey("C0HELP", opening.MessageTS)); err != nil {
-		t.Fatal(err)
-	}
-	e.mustDeliver(e.event(tk.ID, store.EventTicketCreated))
-	root, _ := e.fake.Message(slackfake.ChannelID, e.rootTS(tk.ID))
-	want := "|their thread in <#C0HELP>>"
-	if text := blocksText(t, root.Blocks); !strings.Contains(text, "https://fake.slack.com/archives/C0HELP/p") || !strings.Contains(text, want) {
-		t.Errorf("root lacks the link to the customer's thread:\n%s", text)
+	for _, c := range []struct{ channel, want, not string }{
+		{"C0HELP", "|their thread in <#C0HELP>>", ""},
+		{"D0CUST", "|a direct message to the app>", "<#D0CUST>"}, // a DM is no channel to name
+	} {
+		e := newEnv(t)
+		tk := e.newTicket()
+		opening := e.fake.MessageEvent(slackfake.MessageSpec{Channel: c.channel, User: "U0ANN", Text: "help"})
+		if err := e.st.BindThread(e.ctx, tk.ID, store.ThreadSlackCustomer, slackui.MessageKey(c.channel, opening.MessageTS)); err != nil {
+			t.Fatal(err)
+		}
+		e.mustDeliver(e.event(tk.ID, store.EventTicketCreated))
+		root, _ := e.fake.Message(slackfake.ChannelID, e.rootTS(tk.ID))
+		text := blocksText(t, root.Blocks)
+		if !strings.Contains(text, "https://fake.slack.com/archives/"+c.channel+"/p") || !strings.Contains(text, c.want) || (c.not != "" && strings.Contains(text, c.not)) {
+			t.Errorf("root lacks the link to the customer's thread in %s:\n%s", c.channel, text)
+		}
 	}
 }
 

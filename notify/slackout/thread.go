@@ -23,10 +23,12 @@ const (
 	maxFilesPerPost = 10 // files shared by one files.completeUploadExternal
 )
 
-// Reactions on an agent's Slack reply, once the email sink reports.
+// Reactions on an agent's Slack reply, once the email sink reports (or,
+// for a ticket answered in the customer's Slack thread, this sink).
 const (
-	ReactionDelivered   = "email"
-	ReactionUndelivered = "warning"
+	ReactionDelivered        = "email"
+	ReactionDeliveredInSlack = "speech_balloon"
+	ReactionUndelivered      = "warning"
 )
 
 // deliverResponse posts a response into the thread, with its files, unless
@@ -314,9 +316,17 @@ func (a *Adapter) changeLine(ctx context.Context, e store.Event) (string, error)
 // gave up on): a reaction on the agent's Slack message, and for a failure a
 // thread line saying that the customer did not get it, and why.
 func (a *Adapter) deliverOutcome(ctx context.Context, t *store.Ticket, root message, e store.Event, retried bool) error {
-	if e.Origin != store.SourceEmail && e.Origin != "" {
-		// Only the mail to the customer is reported on the agent's
-		// message; other sinks' outcomes (Slack's own) are not.
+	reaction, where := ReactionDelivered, ""
+	switch {
+	case e.Origin == store.SourceEmail || e.Origin == "":
+	case e.Origin == store.SourceSlack && t.Thread(store.ThreadSlackCustomer) != "":
+		// This sink's own outcome tells the agent whether the customer got
+		// the reply in their Slack thread.
+		reaction, where = ReactionDeliveredInSlack, " in their Slack thread"
+	default:
+		// Only what reaches the customer is reported on the agent's
+		// message; other sinks' outcomes (Slack's own, for a ticket
+		// answered by mail) are not.
 		return notify.Skipped("outcome of the " + string(e.Origin) + " sink")
 	}
 	r := t.ResponseByID(e.ResponseID)
@@ -324,7 +334,9 @@ func (a *Adapter) deliverOutcome(ctx context.Context, t *store.Ticket, root mess
 		return notify.Skipped("response not on its ticket")
 	}
 	ch, ts, fromSlack := slackui.ParseSourceKey(r.SourceKey)
-	reaction := ReactionDelivered
+	// Reactions go on agents' messages in the agents' channel only; the
+	// customer reads the others.
+	fromSlack = fromSlack && ch == a.o.Channel
 	if e.Kind == store.EventResponseUndelivered {
 		reaction = ReactionUndelivered
 	}
@@ -352,7 +364,7 @@ func (a *Adapter) deliverOutcome(ctx context.Context, t *store.Ticket, root mess
 	if reason == "" {
 		reason = "no reason given"
 	}
-	line := ":warning: " + which + " did not reach the customer: " + slackui.Mrkdwn(reason, 1000)
+	line := ":warning: " + which + " did not reach the customer" + where + ": " + slackui.Mrkdwn(reason, 1000)
 	return a.postLine(ctx, t, root, e, retried, line)
 }
 

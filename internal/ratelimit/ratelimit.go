@@ -1,4 +1,6 @@
-package email
+// Package ratelimit caps how many new tickets one writer may open per
+// window: shared by the ways in (mail senders, Slack users).
+package ratelimit
 
 import (
 	"strings"
@@ -6,10 +8,10 @@ import (
 	"time"
 )
 
-// rateLimiter caps how many tickets one sender may open per hour, with a
+// Limiter caps how many tickets one sender may open per window, with a
 // sliding window kept in memory. It is deliberately not persisted: after a
 // restart a sender starts afresh, which errs on the side of opening tickets.
-type rateLimiter struct {
+type Limiter struct {
 	limit  int // <= 0: unlimited
 	window time.Duration
 	now    func() time.Time
@@ -19,17 +21,22 @@ type rateLimiter struct {
 	calls int
 }
 
-func newRateLimiter(limit int, window time.Duration, now func() time.Time) *rateLimiter {
-	return &rateLimiter{limit: limit, window: window, now: now, seen: make(map[string][]time.Time)}
+// New returns a Limiter of limit tickets per window (<= 0: unlimited); now
+// nil means time.Now.
+func New(limit int, window time.Duration, now func() time.Time) *Limiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &Limiter{limit: limit, window: window, now: now, seen: make(map[string][]time.Time)}
 }
 
-// allow reports whether sender may open one more ticket now, and if so
+// Allow reports whether sender may open one more ticket now, and if so
 // counts it.
-func (r *rateLimiter) allow(sender string) bool {
+func (r *Limiter) Allow(sender string) bool {
 	if r.limit <= 0 {
 		return true
 	}
-	sender = strings.ToLower(sender)
+	sender = strings.ToLower(sender) // mail addresses match in any case
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -45,13 +52,13 @@ func (r *rateLimiter) allow(sender string) bool {
 	return true
 }
 
-// refund takes back the last allow of sender: the message did not open a
+// Refund takes back the last Allow of sender: the message did not open a
 // ticket after all (it had opened one before a crash, say).
-func (r *rateLimiter) refund(sender string) {
+func (r *Limiter) Refund(sender string) {
 	if r.limit <= 0 {
 		return
 	}
-	sender = strings.ToLower(sender)
+	sender = strings.ToLower(sender) // mail addresses match in any case
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ts := r.seen[sender]; len(ts) > 0 {
@@ -59,7 +66,7 @@ func (r *rateLimiter) refund(sender string) {
 	}
 }
 
-func (r *rateLimiter) pruneLocked(sender string, now time.Time) []time.Time {
+func (r *Limiter) pruneLocked(sender string, now time.Time) []time.Time {
 	ts := r.seen[sender]
 	i := 0
 	for i < len(ts) && now.Sub(ts[i]) >= r.window {
@@ -74,7 +81,7 @@ func (r *rateLimiter) pruneLocked(sender string, now time.Time) []time.Time {
 	return ts
 }
 
-func (r *rateLimiter) gcLocked(now time.Time) {
+func (r *Limiter) gcLocked(now time.Time) {
 	for s := range r.seen {
 		r.pruneLocked(s, now)
 	}
