@@ -603,7 +603,7 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		}
 		// UpdateOne rather than findAndModify: the ticket need not travel
 		// back, we know what the update makes of it.
-		res, err := s.tickets.UpdateOne(ctx, filter, c.update())
+		res, err := s.updateTicket(ctx, filter, c.update())
 		if err != nil {
 			s.resync(ctx, id) // the write may or may not have happened
 			return nil, fmt.Errorf("update ticket %s: %w", id.Hex(), classify(err))
@@ -621,6 +621,28 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		return t, nil
 	}
 	return nil, fmt.Errorf("update ticket %s: %d concurrent writers won: %w", id.Hex(), maxCASAttempts, ErrConflict)
+}
+
+// serialWriteTimeout bounds how long a ticket's lock waits for the embedded
+// server to answer a write whose caller has given up.
+const serialWriteTimeout = time.Minute
+
+// updateTicket sends one ticket update. On the embedded server the
+// per-ticket lock is all that orders writes (there is no __v compare), and
+// the server applies an update by reading and rewriting the whole
+// document: a write whose caller's deadline passed is still running there,
+// and releasing the lock before it ends lets the next write to the ticket
+// race it, so that one of the two is silently lost (measured: under a burst
+// of Slack replies, a reply acked right after a timed-out one vanished).
+// So the embedded mode waits for the server's answer, whatever the caller's
+// deadline.
+func (s *Store) updateTicket(ctx context.Context, filter, update bson.D) (*mongo.UpdateResult, error) {
+	if s.serial {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), serialWriteTimeout)
+		defer cancel()
+	}
+	return s.tickets.UpdateOne(ctx, filter, update)
 }
 
 // resync forgets what this process remembers of a ticket after a write

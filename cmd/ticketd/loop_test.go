@@ -23,7 +23,7 @@ import (
 
 // startIMAP runs an in-memory IMAP server (with IDLE) on loopback and
 // returns its port and the mailbox owner, to append mail as it arrives.
-func startIMAP(t *testing.T) (int, *imapmemserver.User) {
+func startIMAP(t testing.TB) (int, *imapmemserver.User) {
 	t.Helper()
 	mem := imapmemserver.New()
 	user := imapmemserver.NewUser("support", "secret")
