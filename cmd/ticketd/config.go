@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -46,6 +47,10 @@ type HTTPConfig struct {
 	MaxBodyBytes    int64         `yaml:"maxBodyBytes"`
 	RequestTimeout  time.Duration `yaml:"requestTimeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+	// PublicURL is where people reach the API from outside (behind a
+	// proxy, say); links that ticketd posts (to attachments too large for
+	// Slack) start with it. Empty: such links are left out.
+	PublicURL string `yaml:"publicURL"`
 }
 
 // AuthConfig configures tokens.
@@ -185,6 +190,9 @@ func (c *Config) validate() error {
 	}
 	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil || port == "" {
 		bad("http.listen", "must be host:port, got %q", c.HTTP.Listen)
+	}
+	if u, err := url.Parse(c.HTTP.PublicURL); c.HTTP.PublicURL != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		bad("http.publicURL", "must be empty or an http(s) URL such as https://tickets.example.com, got %q", c.HTTP.PublicURL)
 	}
 	if c.HTTP.MaxBodyBytes != 0 && (c.HTTP.MaxBodyBytes < 1024 || c.HTTP.MaxBodyBytes > 64<<20) {
 		bad("http.maxBodyBytes", "must be 0 (derived from the ticket limits) or from 1024 to 67108864, got %d", c.HTTP.MaxBodyBytes)

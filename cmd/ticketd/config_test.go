@@ -92,7 +92,7 @@ func TestConfigReportsEveryBadValueWithItsKey(t *testing.T) {
 	p := writeFile(t, `
 dataDir: ""
 store: {uri: "postgres://x", database: "a.b"}
-http: {listen: "8000", maxBodyBytes: 10, requestTimeout: 0s, shutdownTimeout: -1s}
+http: {listen: "8000", maxBodyBytes: 10, requestTimeout: 0s, shutdownTimeout: -1s, publicURL: "tickets.example.com"}
 auth: {jwtSecret: short, tokenTTL: 0s}
 tickets: {categories: [Support, Support, ""], maxSubject: 0, maxDescription: 0}
 outbox: {sweepInterval: 0s}
@@ -103,7 +103,7 @@ log: {level: loud, format: xml}
 		t.Fatal("invalid config accepted")
 	}
 	for _, key := range []string{"dataDir", "store.uri", "store.database", "http.listen", "http.maxBodyBytes",
-		"http.requestTimeout", "http.shutdownTimeout", "auth.jwtSecret", "auth.tokenTTL", "tickets.categories[1]",
+		"http.publicURL", "http.requestTimeout", "http.shutdownTimeout", "auth.jwtSecret", "auth.tokenTTL", "tickets.categories[1]",
 		"tickets.categories[2]", "tickets.maxSubject", "tickets.maxDescription", "outbox.sweepInterval", "log.level", "log.format"} {
 		if !strings.Contains(err.Error(), "  "+key+": ") {
 			t.Errorf("error does not name %s:\n%v", key, err)

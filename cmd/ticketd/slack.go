@@ -57,10 +57,12 @@ type slackDesk struct {
 	// newTicketsPerHour is email.inbound.rateLimitPerHour: one person opens
 	// as many tickets by Slack as by mail.
 	newTicketsPerHour int
-	st                *store.Store
-	base              *slog.Logger // for the parts, which tag their own component
-	log               *slog.Logger
-	client            *slack.Client
+	// publicURL is http.publicURL, the start of the links posted to Slack.
+	publicURL string
+	st        *store.Store
+	base      *slog.Logger // for the parts, which tag their own component
+	log       *slog.Logger
+	client    *slack.Client
 
 	// Set once auth.test succeeded (and again after a worker restart).
 	bridge atomic.Pointer[slackin.Bridge]
@@ -84,8 +86,8 @@ func newSlackDesk(cfg Config, st *store.Store, log *slog.Logger) *slackDesk {
 	}
 	d := &slackDesk{
 		cfg: cfg.Slack, limits: st.Limits(), maxAttachment: cfg.Email.Inbound.MaxAttachmentBytes, st: st,
-		newTicketsPerHour: cfg.Email.Inbound.RateLimitPerHour,
-		base:              log, log: log.With("component", "slack"),
+		newTicketsPerHour: cfg.Email.Inbound.RateLimitPerHour, publicURL: cfg.HTTP.PublicURL,
+		base: log, log: log.With("component", "slack"),
 		client: slack.New(cfg.Slack.BotToken, slack.OptionAPIURL(cfg.Slack.APIURL)),
 		state:  slackin.StateConnecting,
 	}
@@ -180,7 +182,7 @@ func (d *slackDesk) run(ctx context.Context) error {
 	}
 	adapter, err := slackout.New(slackout.Options{
 		Client: d.client, Channel: d.cfg.Channel, BotUserID: id.BotUserID,
-		MaxUploadBytes: d.cfg.MaxUploadBytes, Store: d.st, Logger: d.base,
+		MaxUploadBytes: d.cfg.MaxUploadBytes, APIBaseURL: d.publicURL, Store: d.st, Logger: d.base,
 	})
 	if err != nil {
 		return err
