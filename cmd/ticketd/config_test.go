@@ -4,8 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -36,12 +38,17 @@ func TestExampleConfigIsCompleteAndValid(t *testing.T) {
 	}
 }
 
-// yamlKeys lists the key paths of a config struct, down to the leaves.
+// yamlKeys lists the key paths of a config struct, down to the leaves. An
+// embedded struct tagged ",inline" contributes its keys at t's level.
 func yamlKeys(t reflect.Type, prefix string) []string {
 	var keys []string
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		name, flags, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if f.Anonymous && name == "" && slices.Contains(strings.Split(flags, ","), "inline") && f.Type.Kind() == reflect.Struct {
+			keys = append(keys, yamlKeys(f.Type, prefix)...)
+			continue
+		}
 		if name == "-" || name == "" {
 			continue
 		}
@@ -56,6 +63,25 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 		keys = append(keys, prefix+name)
 	}
 	return keys
+}
+
+// yamlKeys must see the keys of an inline embedded struct (email.outbound's
+// schedule) at its parent's level, or the example check above skips them.
+func TestYAMLKeysSeesInlineStructs(t *testing.T) {
+	keys := yamlKeys(reflect.TypeOf(Config{}), "")
+	for _, want := range []string{"email.outbound.from", "email.outbound.maxAttempts", "email.outbound.shutdownGrace",
+		"slack.delivery.maxAttempts", "slack.delivery.shutdownGrace"} {
+		if !slices.Contains(keys, want) {
+			t.Errorf("yamlKeys lacks %s", want)
+		}
+	}
+	for _, k := range keys {
+		for _, seg := range strings.Split(k, ".") {
+			if seg == "" || strings.ToLower(seg[:1]) != seg[:1] {
+				t.Errorf("malformed key %q", k)
+			}
+		}
+	}
 }
 
 // hasKey looks a key path up; "name[]" descends into a list's first item.
@@ -120,6 +146,26 @@ func TestConfigRejectsUnknownKeysWithLine(t *testing.T) {
 	p = writeFile(t, "http: {maxBodyBytes: lots}\n")
 	if _, err := loadConfig(p, noEnv); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("wrong type: %v", err)
+	}
+}
+
+// email.outbound's schedule keys are inline: they decode at that level,
+// and the strict decoder still refuses a misspelt one there.
+func TestEmailOutboundScheduleKeysAreInline(t *testing.T) {
+	cfg, err := loadConfig(writeFile(t, "email:\n  outbound:\n    maxAttempts: 3\n    shutdownGrace: 4s\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.Email.Outbound; o.MaxAttempts != 3 || o.ShutdownGrace != 4*time.Second {
+		t.Errorf("schedule keys not decoded: %+v", o.Schedule)
+	}
+	_, err = loadConfig(writeFile(t, "email:\n  outbound:\n    maxAttempts: 3\n    maxAttempt: 4\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "maxAttempt ") {
+		t.Errorf("unknown key: %v", err)
+	}
+	_, err = loadConfig(writeFile(t, "email:\n  outbound:\n    schedule: {maxAttempts: 3}\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "schedule") {
+		t.Errorf("the embedded struct's own name accepted as a key: %v", err)
 	}
 }
 

@@ -187,7 +187,7 @@ func (d *slackDesk) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ro := d.cfg.Delivery.runner()
+	ro := d.cfg.Delivery.Options(slackout.Sink)
 	ro.Outcome = recordOutcome(d.st, d.log) // replies to customers in Slack
 	runner, err := notify.NewRunner(ro, d.st, adapter, d.base)
 	if err != nil {

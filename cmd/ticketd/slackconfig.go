@@ -49,8 +49,9 @@ type SlackConfig struct {
 	// MaxUploadBytes is the largest attachment uploaded into a ticket's
 	// thread; a larger one gets a note with its API link instead.
 	MaxUploadBytes int64 `yaml:"maxUploadBytes"`
-	// Delivery tunes the slack sink's delivery runner (the outbox).
-	Delivery SlackDelivery `yaml:"delivery"`
+	// Delivery tunes the slack sink's delivery runner (the outbox); the keys
+	// mean what email.outbound's of the same names mean.
+	Delivery notify.Schedule `yaml:"delivery"`
 	// IntakeChannels are channel IDs where a customer's top-level message
 	// opens a ticket (issue 8).
 	IntakeChannels []string `yaml:"intakeChannels"`
@@ -63,32 +64,11 @@ type SlackConfig struct {
 	IntakeCategory string `yaml:"intakeCategory"`
 }
 
-// SlackDelivery tunes the slack sink's delivery runner; the keys mean what
-// email.outbound's of the same names mean.
-type SlackDelivery struct {
-	MaxAttempts   int           `yaml:"maxAttempts"`
-	BackoffBase   time.Duration `yaml:"backoffBase"`
-	BackoffMax    time.Duration `yaml:"backoffMax"`
-	Lease         time.Duration `yaml:"lease"`
-	PollInterval  time.Duration `yaml:"pollInterval"`
-	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
-}
-
-func (d SlackDelivery) runner() notify.Options {
-	return notify.Options{
-		Sink: slackout.Sink, MaxAttempts: d.MaxAttempts, BackoffBase: d.BackoffBase, BackoffMax: d.BackoffMax,
-		Lease: d.Lease, PollInterval: d.PollInterval, ShutdownGrace: d.ShutdownGrace,
-	}
-}
-
 func defaultSlackConfig() SlackConfig {
 	return SlackConfig{
 		Mode: slackModeSocket, APIURL: slackin.DefaultAPIURL, ReplyDefault: "customer", NotePrefix: "//",
 		MaxUploadBytes: slackout.DefaultMaxUploadBytes,
-		Delivery: SlackDelivery{
-			MaxAttempts: 8, BackoffBase: 30 * time.Second, BackoffMax: time.Hour, Lease: 2 * time.Minute,
-			PollInterval: 30 * time.Second, ShutdownGrace: notify.DefaultShutdownGrace,
-		},
+		Delivery:       notify.Schedule{}.WithDefaults(),
 		IntakeChannels: []string{}, DirectMessages: true, ChannelTeams: map[string]string{}, IntakeCategory: "Support",
 	}
 }
@@ -155,10 +135,10 @@ func (s *SlackConfig) validate(bad func(key, format string, args ...any), line f
 	if s.MaxUploadBytes < 1 {
 		bad("slack.maxUploadBytes", "must be a positive number of bytes, got %d", s.MaxUploadBytes)
 	}
-	for _, l := range errLines(s.Delivery.runner().Validate()) {
+	for _, l := range errLines(s.Delivery.Options(slackout.Sink).Validate()) {
 		line("slack.delivery." + strings.TrimSpace(l))
 	}
-	if g := s.Delivery.runner().WithDefaults().ShutdownGrace; g >= shutdown {
+	if g := s.Delivery.WithDefaults().ShutdownGrace; g >= shutdown {
 		bad("slack.delivery.shutdownGrace", "%s must be shorter than http.shutdownTimeout (%s), or shutdown cuts it short", g, shutdown)
 	}
 	if s.NotePrefix != strings.TrimSpace(s.NotePrefix) || len(s.NotePrefix) > 16 {

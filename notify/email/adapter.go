@@ -74,14 +74,7 @@ func NewAdapter(opts Options, st Store, log *slog.Logger) (*Adapter, error) {
 
 // RunnerOptions are the delivery runner's options for the email sink, from
 // the retry settings of opts (with their defaults).
-func (o Options) RunnerOptions() notify.Options { return o.runner().WithDefaults() }
-
-func (o Options) runner() notify.Options {
-	return notify.Options{
-		Sink: Sink, Lease: o.Lease, MaxAttempts: o.MaxAttempts, BackoffBase: o.BackoffBase,
-		BackoffMax: o.BackoffMax, PollInterval: o.PollInterval, ShutdownGrace: o.ShutdownGrace,
-	}
-}
+func (o Options) RunnerOptions() notify.Options { return o.Schedule.Options(Sink).WithDefaults() }
 
 // Deliver composes, records the Message-ID on the ticket, and sends. A
 // delivery that is deliberately not mailed returns notify.Skipped.

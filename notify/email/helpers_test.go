@@ -60,14 +60,13 @@ func newEnv(t testing.TB, so smtptest.Options) *env {
 // moves it (drive).
 func (e *env) options() Options {
 	return Options{
-		SMTP:          SMTPOptions{Host: e.srv.Host(), Port: e.srv.Port(), Security: SecurityPlain, Timeout: 3 * time.Second},
-		From:          "Example Support <support@example.com>",
-		Signer:        e.signer,
-		BackoffBase:   20 * time.Second,
-		BackoffMax:    time.Minute,
-		Lease:         5 * time.Minute,
-		PollInterval:  time.Hour,
-		ShutdownGrace: 2 * time.Second,
+		SMTP:   SMTPOptions{Host: e.srv.Host(), Port: e.srv.Port(), Security: SecurityPlain, Timeout: 3 * time.Second},
+		From:   "Example Support <support@example.com>",
+		Signer: e.signer,
+		Schedule: notify.Schedule{
+			BackoffBase: 20 * time.Second, BackoffMax: time.Minute, Lease: 5 * time.Minute,
+			PollInterval: time.Hour, ShutdownGrace: 2 * time.Second,
+		},
 	}
 }
 

@@ -54,24 +54,10 @@ type Options struct {
 	// and its last ReferencesMax-1. Default 10.
 	ReferencesMax int `yaml:"referencesMax"`
 
-	// MaxAttempts is how many failed sends move a delivery to the dead
-	// letters. Default 8.
-	MaxAttempts int `yaml:"maxAttempts"`
-	// BackoffBase is the wait after the first failure; it doubles with
-	// every further failure (with up to 50% jitter). Default 30s.
-	BackoffBase time.Duration `yaml:"backoffBase"`
-	// BackoffMax caps the wait between attempts. Default 1h.
-	BackoffMax time.Duration `yaml:"backoffMax"`
-	// Lease is how long a claimed delivery is ours: after a crash another
-	// sender retries it when the lease ends. Must exceed SMTP.Timeout.
-	// Default 2m.
-	Lease time.Duration `yaml:"lease"`
-	// PollInterval is how often the queue is checked without a signal, for
-	// retries scheduled by other daemons and expired leases. Default 30s.
-	PollInterval time.Duration `yaml:"pollInterval"`
-	// ShutdownGrace is how long a send in flight may still run after Run's
-	// context ends before it is aborted (and retried later). Default 10s.
-	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// Schedule is the delivery runner's retry settings, keys at this
+	// level (maxAttempts, backoffBase, ...). Its lease must exceed
+	// SMTP.Timeout, or a slow send's delivery is claimed again while it runs.
+	notify.Schedule `yaml:",inline"`
 }
 
 // Security is how the SMTP connection is protected.
@@ -177,9 +163,7 @@ func (o Options) withDefaults() Options {
 		o.ReferencesMax = 10
 	}
 	// The retry settings are the delivery runner's, with its defaults.
-	r := o.runner().WithDefaults()
-	o.MaxAttempts, o.BackoffBase, o.BackoffMax = r.MaxAttempts, r.BackoffBase, r.BackoffMax
-	o.Lease, o.PollInterval, o.ShutdownGrace = r.Lease, r.PollInterval, r.ShutdownGrace
+	o.Schedule = o.Schedule.WithDefaults()
 	return o
 }
 
@@ -300,7 +284,7 @@ func (o Options) compile() (*config, error) {
 	}
 	// maxAttempts, backoffBase, backoffMax, pollInterval, shutdownGrace:
 	// the runner's own checks, whose keys are these options' names.
-	if err := o.runner().Validate(); err != nil {
+	if err := o.Schedule.Options(Sink).Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if o.Lease <= c.SMTP.Timeout {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ticketd/ticketd/internal/replytoken"
+	"github.com/ticketd/ticketd/notify"
 )
 
 func TestValidateReportsEveryBadValueWithItsKey(t *testing.T) {
@@ -26,8 +27,11 @@ func TestValidateReportsEveryBadValueWithItsKey(t *testing.T) {
 			Auth: AuthOptions{Mechanism: "cram-md5"},
 		},
 		From: "not an address", ReplyTo: "Name <x@y.z>", MessageIDDomain: "bad domain",
-		ReferencesMax: 1, MaxAttempts: -1, BackoffBase: time.Minute, BackoffMax: time.Second,
-		Lease: time.Second, PollInterval: -1, ShutdownGrace: -1, TemplateDir: "/nonexistent/templates",
+		ReferencesMax: 1, TemplateDir: "/nonexistent/templates",
+		Schedule: notify.Schedule{
+			MaxAttempts: -1, BackoffBase: time.Minute, BackoffMax: time.Second,
+			Lease: time.Second, PollInterval: -1, ShutdownGrace: -1,
+		},
 	}
 	err = bad.Validate()
 	if err == nil {
