@@ -20,7 +20,7 @@ import (
 // ends while the server works.
 func TestEmbeddedWriteOutlivesItsCaller(t *testing.T) {
 	if os.Getenv("MONGODB_URI") != "" {
-		t.Skip("on MongoDB the __v compare orders writes, not this process's lock")
+		t.Skip("MONGODB_URI set: on MongoDB the __v compare orders writes, not this process's lock")
 	}
 	s := storetest.Open(t)
 	ctx := context.Background()
