@@ -1,0 +1,193 @@
+package email
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// LMTPOptions configures the LMTP listener (RFC 2033) through which a
+// local mail server (Postfix, Exim, Dovecot's LDA) hands mail over, with
+// no IMAP server's notification delay in between.
+type LMTPOptions struct {
+	// Listen is "host:port" or "unix:/path/to.sock"; empty: no listener.
+	Listen string `yaml:"listen"`
+	// AllowInsecure permits listening beyond loopback (LMTP has no
+	// authentication: anyone who can connect can open tickets).
+	AllowInsecure bool `yaml:"allowInsecure"`
+}
+
+// Bounds on one LMTP connection: every phase is under a deadline, so a
+// slow or silent client holds only its own connection's goroutine, and
+// not for long.
+const (
+	lmtpReadTimeout   = time.Minute
+	lmtpWriteTimeout  = time.Minute
+	lmtpMaxLineLength = 2000 // RFC 5321 4.5.3.1.6, doubled (go-smtp's default)
+	lmtpMaxRecipients = 100
+	// lmtpMailbox names LMTP mail in ignored and quarantine records.
+	lmtpMailbox = "lmtp"
+)
+
+// lmtpNetwork splits a listen address into a network and an address.
+func lmtpNetwork(listen string) (network, addr string) {
+	if p, ok := strings.CutPrefix(listen, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", listen
+}
+
+// validate checks the listen address; bad reports a problem under key.
+func (l *LMTPOptions) validate(bad func(key, format string, args ...any)) {
+	if l.Listen == "" {
+		return
+	}
+	network, addr := lmtpNetwork(l.Listen)
+	if network == "unix" {
+		if addr == "" {
+			bad("lmtp.listen", "%q names no socket path", l.Listen)
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		bad("lmtp.listen", "%q is neither host:port nor unix:/path", l.Listen)
+		return
+	}
+	if !l.AllowInsecure && !isLoopbackHost(host) {
+		bad("lmtp.listen", "%q is not a loopback address and LMTP has no authentication; listen on 127.0.0.1 or a unix socket, or set lmtp.allowInsecure: true", l.Listen)
+	}
+}
+
+// ListenLMTP opens the configured LMTP listener. A unix socket left over
+// from an earlier run is replaced; the socket is writable by anyone who
+// can reach its directory, which is what guards it.
+func ListenLMTP(listen string) (net.Listener, error) {
+	network, addr := lmtpNetwork(listen)
+	if network == "unix" {
+		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if err := os.Remove(addr); err != nil {
+				return nil, fmt.Errorf("remove stale lmtp socket %s: %w", addr, err)
+			}
+		}
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("lmtp listen %s: %w", listen, err)
+	}
+	if network == "unix" {
+		if err := os.Chmod(addr, 0o666); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("lmtp socket %s: %w", addr, err)
+		}
+	}
+	return l, nil
+}
+
+// ServeLMTP answers LMTP on l until ctx is cancelled; then it stops
+// accepting, lets the messages in flight finish (within ShutdownGrace),
+// closes l and returns nil.
+func (s *Source) ServeLMTP(ctx context.Context, l net.Listener) error {
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &lmtpSession{src: s, ctx: ctx}, nil
+	}))
+	srv.LMTP = true
+	srv.Domain = "ticketd"
+	srv.MaxMessageBytes = s.opts.MaxMessageBytes
+	srv.MaxRecipients = lmtpMaxRecipients
+	srv.MaxLineLength = lmtpMaxLineLength
+	srv.ReadTimeout = lmtpReadTimeout
+	srv.WriteTimeout = lmtpWriteTimeout
+	srv.ErrorLog = lmtpLogger{s}
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	s.log.Info("lmtp listener started", "listen", l.Addr().String())
+	select {
+	case err := <-done:
+		return fmt.Errorf("lmtp serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Warn("lmtp connections still open after the shutdown grace; closing them", "err", err)
+		srv.Close()
+	}
+	<-done
+	s.log.Info("lmtp listener stopped")
+	return nil
+}
+
+type lmtpLogger struct{ s *Source }
+
+func (l lmtpLogger) Printf(format string, v ...any) {
+	l.s.log.Warn("lmtp: " + fmt.Sprintf(format, v...))
+}
+func (l lmtpLogger) Println(v ...any) { l.s.log.Warn("lmtp: " + strings.TrimSpace(fmt.Sprintln(v...))) }
+
+// lmtpSession is one LMTP transaction's state.
+type lmtpSession struct {
+	src   *Source
+	ctx   context.Context
+	rcpts []string
+}
+
+var (
+	errNotOurs = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox here"}
+	errStore   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "could not store the message now; try again later"}
+)
+
+func (s *lmtpSession) Reset()        { s.rcpts = nil }
+func (s *lmtpSession) Logout() error { return nil }
+
+func (s *lmtpSession) Mail(from string, opts *smtp.MailOptions) error { return nil }
+
+// Rcpt accepts only our addresses: the support address, its +token forms
+// and the other own addresses.
+func (s *lmtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.src.d.isOwn(normAddr(to)) {
+		return errNotOurs
+	}
+	s.rcpts = append(s.rcpts, normAddr(to))
+	return nil
+}
+
+// Data is unused: the server calls LMTPData in LMTP mode.
+func (s *lmtpSession) Data(r io.Reader) error { return s.deliver(r) }
+
+// LMTPData stores the message once for all its recipients (all are ours:
+// one ticket or response) and answers each only after it is stored.
+func (s *lmtpSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	return s.deliver(r)
+}
+
+func (s *lmtpSession) deliver(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se // over MaxMessageBytes: 552 5.3.4
+		}
+		return fmt.Errorf("read message: %w", err)
+	}
+	s.src.c.fetched.Add(1)
+	// The message in flight is finished even when shutdown begins.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), DefaultDeliveryTimeout)
+	defer cancel()
+	res, err := s.src.d.deliver(ctx, inbound{mailbox: lmtpMailbox, raw: raw, recipients: s.rcpts})
+	if err != nil {
+		s.src.c.storeErrors.Add(1)
+		s.src.log.Error("lmtp: could not store a message; the mail server will retry", "err", err)
+		return errStore
+	}
+	s.src.log.Debug("lmtp: message stored", "kind", res.Kind, "key", res.Key, "duplicate", res.Duplicate)
+	return nil
+}
