@@ -36,8 +36,9 @@ const (
 	lmtpMailbox = "lmtp"
 )
 
-// lmtpNetwork splits a listen address into a network and an address.
-func lmtpNetwork(listen string) (network, addr string) {
+// LMTPNetwork splits a listen address into a network and an address,
+// for net.Listen and net.Dial.
+func LMTPNetwork(listen string) (network, addr string) {
 	if p, ok := strings.CutPrefix(listen, "unix:"); ok {
 		return "unix", p
 	}
@@ -49,7 +50,7 @@ func (l *LMTPOptions) validate(bad func(key, format string, args ...any)) {
 	if l.Listen == "" {
 		return
 	}
-	network, addr := lmtpNetwork(l.Listen)
+	network, addr := LMTPNetwork(l.Listen)
 	if network == "unix" {
 		if addr == "" {
 			bad("lmtp.listen", "%q names no socket path", l.Listen)
@@ -70,7 +71,7 @@ func (l *LMTPOptions) validate(bad func(key, format string, args ...any)) {
 // from an earlier run is replaced; the socket is writable by anyone who
 // can reach its directory, which is what guards it.
 func ListenLMTP(listen string) (net.Listener, error) {
-	network, addr := lmtpNetwork(listen)
+	network, addr := LMTPNetwork(listen)
 	if network == "unix" {
 		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			if err := os.Remove(addr); err != nil {
@@ -112,6 +113,7 @@ func (s *Source) ServeLMTP(ctx context.Context, l net.Listener) error {
 	s.log.Info("lmtp listener started", "listen", l.Addr().String())
 	select {
 	case err := <-done:
+		l.Close()
 		return fmt.Errorf("lmtp serve: %w", err)
 	case <-ctx.Done():
 	}
