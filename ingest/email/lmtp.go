@@ -1,6 +1,7 @@
 package email
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -94,18 +96,20 @@ func ListenLMTP(listen string) (net.Listener, error) {
 
 // ServeLMTP answers LMTP on l until ctx is cancelled; then it stops
 // accepting, lets the messages in flight finish (within ShutdownGrace),
-// closes l and returns nil.
+// closes every connection (idle ones at once: a mail server keeps its
+// LMTP connections open between mails) and returns nil.
 func (s *Source) ServeLMTP(ctx context.Context, l net.Listener) error {
+	fl := &inflight{}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &lmtpSession{src: s, ctx: ctx}, nil
+		return &lmtpSession{src: s, ctx: ctx, fl: fl}, nil
 	}))
 	srv.LMTP = true
 	srv.Domain = "ticketd"
 	srv.MaxMessageBytes = s.opts.MaxMessageBytes
 	srv.MaxRecipients = lmtpMaxRecipients
 	srv.MaxLineLength = lmtpMaxLineLength
-	srv.ReadTimeout = lmtpReadTimeout
-	srv.WriteTimeout = lmtpWriteTimeout
+	srv.ReadTimeout = cmp.Or(s.lmtpTimeout, lmtpReadTimeout)
+	srv.WriteTimeout = cmp.Or(s.lmtpTimeout, lmtpWriteTimeout)
 	srv.ErrorLog = lmtpLogger{s}
 
 	done := make(chan error, 1)
@@ -117,15 +121,52 @@ func (s *Source) ServeLMTP(ctx context.Context, l net.Listener) error {
 		return fmt.Errorf("lmtp serve: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		s.log.Warn("lmtp connections still open after the shutdown grace; closing them", "err", err)
-		srv.Close()
+	l.Close() // no new connections
+	if !fl.drain(s.opts.ShutdownGrace) {
+		s.log.Warn("lmtp messages still in flight after the shutdown grace; closing their connections (the mail server retries them)")
 	}
+	srv.Close()
 	<-done
 	s.log.Info("lmtp listener stopped")
 	return nil
+}
+
+// inflight counts the messages being received or stored, so shutdown
+// waits for them and no others start.
+type inflight struct {
+	mu      sync.Mutex
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// start registers a message; false once shutdown has begun.
+func (f *inflight) start() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing {
+		return false
+	}
+	f.wg.Add(1)
+	return true
+}
+
+func (f *inflight) done() { f.wg.Done() }
+
+// drain refuses new messages and waits up to grace for those in flight.
+func (f *inflight) drain(grace time.Duration) bool {
+	f.mu.Lock()
+	f.closing = true
+	f.mu.Unlock()
+	ch := make(chan struct{})
+	go func() { f.wg.Wait(); close(ch) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 type lmtpLogger struct{ s *Source }
@@ -139,12 +180,14 @@ func (l lmtpLogger) Println(v ...any) { l.s.log.Warn("lmtp: " + strings.TrimSpac
 type lmtpSession struct {
 	src   *Source
 	ctx   context.Context
+	fl    *inflight
 	rcpts []string
 }
 
 var (
 	errNotOurs = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox here"}
 	errStore   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "could not store the message now; try again later"}
+	errClosing = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down; try again later"}
 )
 
 func (s *lmtpSession) Reset()        { s.rcpts = nil }
@@ -172,6 +215,10 @@ func (s *lmtpSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 }
 
 func (s *lmtpSession) deliver(r io.Reader) error {
+	if !s.fl.start() {
+		return errClosing
+	}
+	defer s.fl.done()
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		var se *smtp.SMTPError

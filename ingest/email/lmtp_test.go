@@ -3,6 +3,7 @@ package email
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -28,12 +29,29 @@ func lmtpOptions(t testing.TB) Options {
 	}
 }
 
-// startLMTP serves LMTP for st on a loopback port until the test ends.
-func startLMTP(t testing.TB, st Store, o Options) (*Source, string) {
+// startLMTP serves LMTP for st on a loopback port until the test ends;
+// tweak, if any, adjusts the Source before it serves.
+func startLMTP(t testing.TB, st Store, o Options, tweak ...func(*Source)) (*Source, string) {
+	t.Helper()
+	src, addr, stop := serveLMTP(t, st, o, tweak...)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("ServeLMTP: %v", err)
+		}
+	})
+	return src, addr
+}
+
+// serveLMTP starts serving; stop cancels it and returns ServeLMTP's error
+// once it has returned (and fails the test if it does not).
+func serveLMTP(t testing.TB, st Store, o Options, tweak ...func(*Source)) (*Source, string, func() error) {
 	t.Helper()
 	src, err := New(st, o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	for _, f := range tweak {
+		f(src)
 	}
 	l, err := ListenLMTP(o.LMTP.Listen)
 	if err != nil {
@@ -42,18 +60,20 @@ func startLMTP(t testing.TB, st Store, o Options) (*Source, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.ServeLMTP(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ServeLMTP: %v", err)
+	var once sync.Once
+	var res error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case res = <-done:
+			case <-time.After(testwait.Timeout):
+				res = errors.New("ServeLMTP did not return after cancel")
 			}
-		case <-time.After(testwait.Timeout):
-			t.Error("ServeLMTP did not return after cancel")
-		}
-	})
-	return src, l.Addr().String()
+		})
+		return res
+	}
+	return src, l.Addr().String(), stop
 }
 
 // lmtpClient is one LMTP connection, greeted with LHLO.
@@ -268,4 +288,79 @@ func TestLMTPListenValidation(t *testing.T) {
 	if err := (&Options{}).Validate(); err == nil {
 		t.Error("no account and no lmtp listener: no error")
 	}
+}
+
+// A client that goes silent, before or in the middle of a message, is
+// dropped after the timeout: it holds nothing for long.
+func TestLMTPSilentClientDropped(t *testing.T) {
+	st := newStore(t)
+	_, addr := startLMTP(t, st, lmtpOptions(t), func(s *Source) { s.lmtpTimeout = 100 * time.Millisecond })
+	for name, script := range map[string]string{
+		"after LHLO":  "LHLO mx\r\n",
+		"inside DATA": "LHLO mx\r\nMAIL FROM:<a@customer.test>\r\nRCPT TO:<" + testBase + ">\r\nDATA\r\nFrom: a@customer.test\r\nSubject: half\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(testwait.Timeout)) // the test's own bound
+			if _, err := conn.Write([]byte(script)); err != nil {
+				t.Fatal(err)
+			}
+			all, err := io.ReadAll(conn) // until the server closes
+			if err != nil {
+				t.Fatalf("the server kept the silent connection open: %v (read %q)", err, all)
+			}
+		})
+	}
+	if n := ticketCount(t, st); n != 0 {
+		t.Errorf("%d tickets from half a message", n)
+	}
+}
+
+// blockingStore holds CreateTicket until release is closed, and says when
+// it is held.
+type blockingStore struct {
+	*store.Store
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) CreateTicket(ctx context.Context, in store.NewTicket) (*store.Ticket, bool, error) {
+	close(b.held)
+	<-b.release
+	return b.Store.CreateTicket(ctx, in)
+}
+
+// Shutdown lets the message being stored finish and answer 250, and does
+// not wait for idle connections (a mail server keeps its open).
+func TestLMTPShutdownFinishesInFlight(t *testing.T) {
+	bs := &blockingStore{Store: newStore(t), held: make(chan struct{}), release: make(chan struct{})}
+	o := lmtpOptions(t)
+	o.ShutdownGrace = time.Hour // waiting for the idle client would hang the test
+	_, addr, stop := serveLMTP(t, bs, o)
+	lmtpClient(t, addr) // idle
+	c, _ := lmtpClient(t, addr)
+	sent := make(chan error, 1)
+	go func() { sent <- lmtpSend(c, testBase, testMail{subject: "In flight"}.bytes()) }()
+	<-bs.held
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	waitFor(t, "the listener closed", func() bool {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	close(bs.release)
+	if err := <-sent; err != nil {
+		t.Fatalf("the message in flight: %v", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	ticketWithSubject(t, bs.Store, "In flight")
 }

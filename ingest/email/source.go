@@ -426,6 +426,9 @@ type Source struct {
 	d       *deliverer
 	c       counters
 	workers []*worker
+	// lmtpTimeout, when set (tests), replaces the LMTP read and write
+	// timeouts.
+	lmtpTimeout time.Duration
 }
 
 // New checks o and returns a Source writing to st.
