@@ -15,19 +15,13 @@ import (
 
 // lmtpYAML is a daemon fed by LMTP alone (no IMAP account) on sock.
 func lmtpYAML(dir, sock string, smtpPort int) string {
-	return fmt.Sprintf(`
-dataDir: %s
+	return fmt.Sprintf(`dataDir: %s
 http: {listen: "127.0.0.1:0"}
-log: {level: debug}
 email:
   enabled: true
   address: support@example.com
-  inbound:
-    maxMessageBytes: 4000
-    lmtp: {listen: "unix:%s"}
-  outbound:
-    from: "Example Support <support@example.com>"
-    smtp: {host: 127.0.0.1, port: %d, security: plain}
+  inbound: {maxMessageBytes: 4000, lmtp: {listen: "unix:%s"}}
+  outbound: {from: support@example.com, smtp: {host: 127.0.0.1, port: %d, security: plain}}
 `, filepath.Join(dir, "data"), sock, smtpPort)
 }
 
