@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -176,24 +177,58 @@ func (l lmtpLogger) Printf(format string, v ...any) {
 }
 func (l lmtpLogger) Println(v ...any) { l.s.log.Warn("lmtp: " + strings.TrimSpace(fmt.Sprintln(v...))) }
 
-// lmtpSession is one LMTP transaction's state.
+// lmtpSession is one LMTP connection's transaction state. With BDAT,
+// go-smtp runs LMTPData beside the connection's loop: mu guards the state.
 type lmtpSession struct {
-	src   *Source
-	ctx   context.Context
-	fl    *inflight
+	src *Source
+	ctx context.Context
+	fl  *inflight
+
+	mu    sync.Mutex
+	from  string
 	rcpts []string
+	// busy: a message counted in fl, from its DATA until its answer is
+	// written (go-smtp calls Reset after writing it), so shutdown waits
+	// for the answer, not only for the store.
+	busy bool
 }
 
 var (
 	errNotOurs = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox here"}
 	errStore   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "could not store the message now; try again later"}
+	errRead    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "could not read the message; try again"}
 	errClosing = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down; try again later"}
 )
 
-func (s *lmtpSession) Reset()        { s.rcpts = nil }
-func (s *lmtpSession) Logout() error { return nil }
+func (s *lmtpSession) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.from, s.rcpts = "", nil
+	s.finish()
+}
 
-func (s *lmtpSession) Mail(from string, opts *smtp.MailOptions) error { return nil }
+func (s *lmtpSession) Logout() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finish()
+	return nil
+}
+
+// finish ends the message counted in fl, if any; s.mu is held.
+func (s *lmtpSession) finish() {
+	if s.busy {
+		s.busy = false
+		s.fl.done()
+	}
+}
+
+// Mail keeps the envelope sender for the Return-Path.
+func (s *lmtpSession) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.from = from
+	return nil
+}
 
 // Rcpt accepts only our addresses: the support address, its +token forms
 // and the other own addresses.
@@ -201,6 +236,8 @@ func (s *lmtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.src.d.isOwn(normAddr(to)) {
 		return errNotOurs
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.rcpts = append(s.rcpts, normAddr(to))
 	return nil
 }
@@ -215,23 +252,31 @@ func (s *lmtpSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 }
 
 func (s *lmtpSession) deliver(r io.Reader) error {
-	if !s.fl.start() {
+	s.mu.Lock()
+	if s.busy || !s.fl.start() {
+		s.mu.Unlock()
 		return errClosing
 	}
-	defer s.fl.done()
+	s.busy = true
+	from, rcpts := s.from, slices.Clone(s.rcpts)
+	s.mu.Unlock()
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			return se // over MaxMessageBytes: 552 5.3.4
 		}
-		return fmt.Errorf("read message: %w", err)
+		return errRead // a dropped or stalled client: nothing stored
 	}
+	// ticketd is the final delivery here, which adds the Return-Path (RFC
+	// 5321 4.4): a bounce (MAIL FROM:<>) is then known as one, as it is
+	// when read over IMAP. It goes on top, where Parse reads it.
+	raw = append([]byte("Return-Path: <"+from+">\r\n"), raw...)
 	s.src.c.fetched.Add(1)
 	// The message in flight is finished even when shutdown begins.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), DefaultDeliveryTimeout)
 	defer cancel()
-	res, err := s.src.d.deliver(ctx, inbound{mailbox: lmtpMailbox, raw: raw, recipients: s.rcpts})
+	res, err := s.src.d.deliver(ctx, inbound{mailbox: lmtpMailbox, raw: raw, recipients: rcpts})
 	if err != nil {
 		s.src.c.storeErrors.Add(1)
 		s.src.log.Error("lmtp: could not store a message; the mail server will retry", "err", err)
