@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -58,7 +60,8 @@ func cmdDeliver(ctx context.Context, args []string, stdin io.Reader, stderr io.W
 	}
 	ctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 	defer cancel()
-	err = handOver(ctx, listen, getenv("SENDER"), *rcpt, stdin)
+	msg, from := pipedMessage(stdin, getenv("SENDER"))
+	err = handOver(ctx, listen, from, *rcpt, msg)
 	var se *smtp.SMTPError
 	switch {
 	case err == nil:
@@ -70,6 +73,37 @@ func cmdDeliver(ctx context.Context, args []string, stdin io.Reader, stderr io.W
 	default:
 		return temp(fmt.Errorf("deliver: %w", err))
 	}
+}
+
+// pipedMessage prepares a message piped in by a mail server: it drops the
+// mbox "From sender date" line some put first (Postfix's local(8) does;
+// it is no header, and would make the message unparsable), and returns
+// the envelope sender to hand over: $SENDER, else the message's top
+// Return-Path (local(8) and Exim's pipe transport write one; "" for a
+// bounce), else a placeholder, as a null sender would make the daemon
+// take the mail for a bounce.
+func pipedMessage(r io.Reader, sender string) (io.Reader, string) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	if p, err := br.Peek(5); err == nil && string(p) == "From " {
+		if _, err := br.ReadString('\n'); err != nil {
+			return br, sender // a one-line "message": let the daemon judge it
+		}
+	}
+	if sender != "" {
+		return br, sender
+	}
+	head, _ := br.Peek(br.Size()) // as much as there is, up to 64 KiB
+	for _, line := range strings.Split(string(head), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" {
+			break // end of the header
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if ok && strings.EqualFold(name, "Return-Path") {
+			return br, strings.Trim(strings.TrimSpace(value), "<>")
+		}
+	}
+	return br, "unknown-sender@localhost"
 }
 
 // handOver sends one message over LMTP and returns the answer for its

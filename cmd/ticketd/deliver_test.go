@@ -88,6 +88,24 @@ The printer on the second floor is on fire.
 		t.Errorf("%d tickets after the retry, want 1", n)
 	}
 
+	// Piped by Postfix's local(8): an mbox envelope line comes first.
+	piped := "From ann@customer.test  Tue Dec  1 10:00:00 2026\n" + strings.NewReplacer("<pipe1@", "<pipe3@", "Printer on fire", "Scanner on fire").Replace(strings.TrimLeft(mail, "\n"))
+	if err := runDeliver(t, cfgPath, piped); err != nil {
+		t.Fatalf("deliver with an envelope line: %v", err)
+	}
+	if n := len(adm.tickets()); n != 2 {
+		t.Errorf("%d tickets after the piped mail, want 2", n)
+	}
+
+	// A bounce piped by local(8): Return-Path: <> on top, $SENDER empty.
+	bounce := "Return-Path: <>\n" + strings.NewReplacer("<pipe1@", "<pipe4@", "Printer on fire", "Undelivered").Replace(strings.TrimLeft(mail, "\n"))
+	if err := runDeliver(t, cfgPath, bounce); err != nil {
+		t.Fatalf("deliver a bounce: %v", err)
+	}
+	if n := len(adm.tickets()); n != 2 {
+		t.Errorf("%d tickets after the bounce, want 2 (ignored)", n)
+	}
+
 	big := strings.Replace(mail, "<pipe1@", "<pipe2@", 1) + strings.Repeat("padding padding padding padding\n", 200)
 	if c := exitCode(runDeliver(t, cfgPath, big)); c != exDataErr {
 		t.Errorf("oversize: exit %d, want %d", c, exDataErr)
