@@ -111,10 +111,40 @@ The printer on the second floor is on fire.
 		t.Errorf("oversize: exit %d, want %d", c, exDataErr)
 	}
 
+	// An address the daemon does not take: a permanent refusal.
+	var errb bytes.Buffer
+	err = cmdDeliver(context.Background(), []string{"-config", cfgPath, "-recipient", "someone@elsewhere.test"},
+		strings.NewReader(strings.TrimLeft(mail, "\n")), &errb, noEnv)
+	if c := exitCode(err); c != exSoftware {
+		t.Errorf("foreign recipient: exit %d (%v), want %d", c, err, exSoftware)
+	}
+
 	// No daemon on the socket: try again later.
 	other := filepath.Join(dir, "other.yaml")
 	os.WriteFile(other, []byte(lmtpYAML(dir, filepath.Join(sockDir, "none.sock"), smtp.Port())), 0o600)
 	if c := exitCode(runDeliver(t, other, mail)); c != exTempFail {
 		t.Errorf("daemon down: exit %d, want %d", c, exTempFail)
+	}
+}
+
+// The LMTP listener is checked with the rest of the configuration: beyond
+// loopback only with allowInsecure, and then no IMAP account is needed.
+func TestLMTPConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ticketd.yaml")
+	write := func(listen, extra string) error {
+		cfg := strings.Replace(lmtpYAML(dir, "/run/ticketd/lmtp.sock", 2525), `lmtp: {listen: "unix:/run/ticketd/lmtp.sock"}`, `lmtp: {listen: "`+listen+`"`+extra+`}`, 1)
+		os.WriteFile(p, []byte(cfg), 0o600)
+		_, err := loadConfig(p, noEnv)
+		return err
+	}
+	if err := write("0.0.0.0:2424", ""); err == nil || !strings.Contains(err.Error(), "email.inbound.lmtp.listen") {
+		t.Errorf("listening beyond loopback: %v, want an email.inbound.lmtp.listen error", err)
+	}
+	if err := write("0.0.0.0:2424", ", allowInsecure: true"); err != nil {
+		t.Errorf("with allowInsecure: %v", err)
+	}
+	if err := write("", ""); err == nil || !strings.Contains(err.Error(), "email.inbound.accounts") {
+		t.Errorf("neither IMAP nor LMTP: %v, want an email.inbound.accounts error", err)
 	}
 }
