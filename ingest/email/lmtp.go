@@ -71,12 +71,17 @@ func (l *LMTPOptions) validate(bad func(key, format string, args ...any)) {
 }
 
 // ListenLMTP opens the configured LMTP listener. A unix socket left over
-// from an earlier run is replaced; the socket is writable by anyone who
-// can reach its directory, which is what guards it.
+// from an earlier run is replaced, one a running daemon answers on is
+// not; the socket is writable by anyone who can reach its directory,
+// which is what guards it.
 func ListenLMTP(listen string) (net.Listener, error) {
 	network, addr := LMTPNetwork(listen)
 	if network == "unix" {
 		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("lmtp listen %s: another process is listening on it", listen)
+			}
 			if err := os.Remove(addr); err != nil {
 				return nil, fmt.Errorf("remove stale lmtp socket %s: %w", addr, err)
 			}

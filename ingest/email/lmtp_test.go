@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -390,5 +392,32 @@ func TestLMTPNullSenderIsBounce(t *testing.T) {
 	}
 	if n := ticketCount(t, st); n != 0 {
 		t.Errorf("%d tickets from a bounce", n)
+	}
+}
+
+// A socket left by a crashed daemon is replaced; one a running daemon
+// listens on is left alone.
+func TestLMTPUnixSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "lmtp") // a unix socket path is short
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	listen := "unix:" + filepath.Join(dir, "lmtp.sock")
+	stale, err := ListenLMTP(listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close() // as a crash leaves it
+
+	live, err := ListenLMTP(listen)
+	if err != nil {
+		t.Fatalf("over a stale socket: %v", err)
+	}
+	defer live.Close()
+	if l, err := ListenLMTP(listen); err == nil {
+		l.Close()
+		t.Fatal("took over the socket of a running listener")
 	}
 }
