@@ -27,7 +27,7 @@ var (
 	_ notify.OutboxStore = (*store.Store)(nil)
 )
 
-// EmailConfig configures the email bridge: IMAP in, SMTP out.
+// EmailConfig configures the email bridge: IMAP and LMTP in, SMTP out.
 type EmailConfig struct {
 	// Enabled turns the bridge on; the other keys are checked only then.
 	Enabled bool `yaml:"enabled"`
@@ -171,7 +171,27 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 		newStatsCollector("ticketd_email_outbound_deliveries_total", "Outbound mail deliveries by outcome (sent, skipped, retried, dead).", notifier.Stats),
 	)
 	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
-	runWorker(ctx, wg, log, "email-inbound", source.Run)
+	if len(in.Accounts) > 0 {
+		runWorker(ctx, wg, log, "email-inbound", source.Run)
+	}
+	if in.LMTP.Listen != "" {
+		// Listening now makes a taken address a startup error; a restart
+		// after a failure listens again.
+		l, err := emailin.ListenLMTP(in.LMTP.Listen)
+		if err != nil {
+			return fmt.Errorf("email.inbound.lmtp: %w", err)
+		}
+		runWorker(ctx, wg, log, "email-lmtp", func(ctx context.Context) error {
+			lis := l
+			l = nil
+			if lis == nil {
+				if lis, err = emailin.ListenLMTP(in.LMTP.Listen); err != nil {
+					return err
+				}
+			}
+			return source.ServeLMTP(ctx, lis)
+		})
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@
 //	ticketd serve [-config FILE]         run the daemon
 //	ticketd token -role R -sub ID ...    mint an API token
 //	ticketd check-config FILE            validate a configuration file
+//	ticketd deliver [-config FILE]       hand a message on stdin to the daemon (LMTP)
 //	ticketd slack-manifest [-url URL]    print the Slack app manifest
 //	ticketd version                      print the version
 package main
@@ -39,7 +40,11 @@ func main() {
 	}()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
+	var exit *exitError
 	switch {
+	case errors.As(err, &exit):
+		fmt.Fprintln(os.Stderr, "ticketd:", err)
+		os.Exit(exit.code)
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
 	case errors.Is(err, errUsage):
@@ -59,6 +64,9 @@ Usage:
   ticketd token -role customer|admin [-sub ID] [-team T] [-ttl 24h] [-config FILE]
                                         mint an API token signed with the daemon's secret
   ticketd check-config FILE             report every invalid value in FILE
+  ticketd deliver [-config FILE] [-recipient ADDR] < MESSAGE
+                                        hand one message to the running daemon over
+                                        LMTP (exit 0 stored, 75 try later, 65/70 refused)
   ticketd slack-manifest [-config FILE] [-mode socket|events] [-url https://HOST]
                                         print the Slack app manifest for the mode
   ticketd version                       print the version
@@ -80,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cmdToken(args[1:], stdout, stderr, getenv)
 	case "check-config":
 		return cmdCheckConfig(args[1:], stdout, stderr, getenv)
+	case "deliver":
+		return cmdDeliver(ctx, args[1:], os.Stdin, stderr, getenv)
 	case "slack-manifest":
 		return cmdSlackManifest(args[1:], stdout, stderr, getenv)
 	case "version":

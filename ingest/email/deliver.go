@@ -73,6 +73,10 @@ type inbound struct {
 	uid         uint32 // 0 when not read over IMAP
 	size        int64  // RFC822.SIZE; 0 means len(raw)
 	raw         []byte
+	// recipients are the envelope recipients (LMTP's RCPT TO), which
+	// carry a reply token as Delivered-To does; at most
+	// lmtpMaxRecipients.
+	recipients []string
 }
 
 // Reasons recorded with ignored mail.
@@ -184,6 +188,7 @@ func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
 	if err != nil {
 		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
 	}
+	msg.DeliveredTo = append(msg.DeliveredTo, in.recipients...)
 	key := idempotencyKey(msg, in.raw)
 	from := normAddr(msg.From.Address)
 	log := d.log.With("key", key, "from", from)

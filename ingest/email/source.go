@@ -136,6 +136,9 @@ func (a *Account) mailboxes() []string {
 // documented default.
 type Options struct {
 	Accounts []Account `yaml:"accounts"`
+	// LMTP is the listener a local mail server hands mail to; with it,
+	// Accounts may be empty.
+	LMTP LMTPOptions `yaml:"lmtp"`
 
 	// PollSchedule is a robfig/cron spec ("@every 1m", "*/5 * * * *") on
 	// which every mailbox is checked even when IDLE is quiet; default
@@ -209,9 +212,10 @@ func (o *Options) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	if len(o.Accounts) == 0 {
-		bad("accounts", "at least one account is required")
+	if len(o.Accounts) == 0 && o.LMTP.Listen == "" {
+		bad("accounts", "at least one account is required (or lmtp.listen)")
 	}
+	o.LMTP.validate(bad)
 	names := map[string]int{}
 	for i := range o.Accounts {
 		a := &o.Accounts[i]
@@ -422,6 +426,9 @@ type Source struct {
 	d       *deliverer
 	c       counters
 	workers []*worker
+	// lmtpTimeout, when set (tests), replaces the LMTP read and write
+	// timeouts.
+	lmtpTimeout time.Duration
 }
 
 // New checks o and returns a Source writing to st.
@@ -458,6 +465,10 @@ func (s *Source) Stats() Stats {
 // Run reads every configured mailbox until ctx is cancelled, then lets the
 // message in flight finish (within ShutdownGrace) and returns nil.
 func (s *Source) Run(ctx context.Context) error {
+	if len(s.workers) == 0 { // LMTP only: ServeLMTP takes the mail
+		<-ctx.Done()
+		return nil
+	}
 	cl := cronLogger{s.log}
 	sched := cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl))
 	if _, err := sched.AddFunc(s.opts.PollSchedule, func() {
