@@ -175,13 +175,15 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 		t.Fatalf("readyz: %v", err)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
+	// The log is read to its end before Wait (which closes the pipe), and
+	// only then looked at: the reader owns it until it is done.
+	errc := make(chan error, 1)
 	go func() {
 		for lines.Scan() {
 			log.WriteString(lines.Text() + "\n")
 		}
+		errc <- cmd.Wait()
 	}()
-	errc := make(chan error, 1)
-	go func() { errc <- cmd.Wait() }()
 	select {
 	case err := <-errc:
 		if err != nil {
@@ -189,6 +191,7 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
+		<-errc
 		t.Fatal("no exit within 30s of SIGTERM")
 	}
 	if !strings.Contains(log.String(), "shutting down") || !strings.Contains(log.String(), "msg=stopped") {
