@@ -125,16 +125,29 @@ func TestTwoDaemonsShareMongoDB(t *testing.T) {
 	// completes what it claims; none is claimed twice.
 	claimed := map[string]int{}
 	var mu sync.Mutex
-	total := func() int { mu.Lock(); defer mu.Unlock(); return len(claimed) }
-	deadline := time.Now().Add(time.Minute)
+	// completed is closed (and replaced) whenever a claimer completes a
+	// delivery: a claimer that found nothing, because the other holds the
+	// ticket's head, waits for that instead of polling.
+	completed := make(chan struct{})
+	state := func() (int, chan struct{}) { mu.Lock(); defer mu.Unlock(); return len(claimed), completed }
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	for _, s := range []*Store{a, b} {
 		wg.Add(1)
 		go func(s *Store) {
 			defer wg.Done()
-			for total() < 41 && time.Now().Before(deadline) {
+			for {
+				n, next := state()
+				if n >= 41 {
+					return
+				}
 				d, err := s.ClaimDelivery(ctx, "email", time.Minute)
 				if errors.Is(err, ErrNotFound) {
-					time.Sleep(time.Millisecond) // the other holds the head
+					select {
+					case <-next:
+					case <-waitCtx.Done(): // the count check below reports it
+						return
+					}
 					continue
 				}
 				if err != nil {
@@ -148,6 +161,10 @@ func TestTwoDaemonsShareMongoDB(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				mu.Lock()
+				close(completed)
+				completed = make(chan struct{})
+				mu.Unlock()
 			}
 		}(s)
 	}
