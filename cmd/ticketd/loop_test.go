@@ -251,7 +251,7 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 	}
 
 	// 5. The bridge's counters and the queue are on /metrics.
-	for _, want := range []string{
+	wantMetrics(t, metrics,
 		`ticketd_email_inbound_messages_total{outcome="tickets"} 1`,
 		`ticketd_email_inbound_messages_total{outcome="responses"} 1`,
 		`ticketd_email_inbound_messages_total{outcome="quarantined"} 0`,
@@ -262,7 +262,13 @@ On Tue, 24 Nov 2026 at 10:01, Example Support <support@example.com> wrote:
 		`ticketd_outbox_deliveries{state="pending"} 0`,
 		`ticketd_outbox_deliveries{state="waiting"} 0`,
 		`ticketd_outbox_deliveries{state="dead"} 0`,
-	} {
+	)
+}
+
+// wantMetrics fails the test for each line the /metrics page lacks.
+func wantMetrics(t *testing.T, metrics string, lines ...string) {
+	t.Helper()
+	for _, want := range lines {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
