@@ -70,9 +70,9 @@ type Store struct {
 	keys      *mongo.Collection
 	outbox    *mongo.Collection
 
-	locks   stripedLock
-	recent  *recentTickets // nil unless serialized; see cache.go
-	index   *listIndex     // nil unless embedded; see listindex.go
+	locks  stripedLock
+	recent *recentTickets // nil unless serialized; see cache.go
+	index  *listIndex     // nil unless embedded; see listindex.go
 	// customers by address, nil unless serialized: customers never change
 	// once created, and every mail looks its sender up.
 	customersByEmail *lru[string, Customer]
