@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/valyala/fastjson"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -346,28 +347,28 @@ func (ix *listIndex) read(ctx context.Context, tx *sql.Tx, ids []string) ([]Tick
 	for i, id := range ids {
 		args[i] = `"` + id + `"`
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT _ferretdb_sjson->>'$._id', _ferretdb_sjson FROM `+ix.table+
+	rows, err := tx.QueryContext(ctx, `SELECT _ferretdb_sjson FROM `+ix.table+
 		` WHERE _ferretdb_sjson->'$._id' IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	docs := make(map[string]Ticket, len(ids))
+	var p fastjson.Parser
 	for rows.Next() {
-		var id string
 		var doc []byte
-		if err := rows.Scan(&id, &doc); err != nil {
+		if err := rows.Scan(&doc); err != nil {
 			return nil, err
 		}
-		raw, err := sjsonToBSON(doc, "logs", "outbox")
+		raw, err := sjsonToBSON(&p, doc, "logs", "outbox")
 		if err != nil {
-			return nil, fmt.Errorf("ticket %s: %w", id, err)
+			return nil, err
 		}
 		var t Ticket
 		if err := bson.Unmarshal(raw, &t); err != nil {
-			return nil, fmt.Errorf("ticket %s: %w", id, err)
+			return nil, fmt.Errorf("stored ticket: %w", err)
 		}
-		docs[id] = t
+		docs[t.ID.Hex()] = t
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
