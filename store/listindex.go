@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -155,9 +156,13 @@ func listIndexSchema(t string) []string {
 	}
 }
 
-// listIndexObjects are what a rebuild drops first (triggers go with their
-// tables).
-var listIndexObjects = []string{"ticketd_search", "ticketd_counts", "ticketd_listing"}
+// listIndexDrops are what a rebuild drops first (the triggers on the
+// index's own tables go with them).
+var listIndexDrops = []string{
+	"DROP TRIGGER IF EXISTS ticketd_tickets_insert", "DROP TRIGGER IF EXISTS ticketd_tickets_update",
+	"DROP TRIGGER IF EXISTS ticketd_tickets_delete",
+	"DROP TABLE IF EXISTS ticketd_search", "DROP TABLE IF EXISTS ticketd_counts", "DROP TABLE IF EXISTS ticketd_listing",
+}
 
 // openListIndex opens the index in the embedded server's SQLite file,
 // building it when it is missing, of another version, or not attached to
@@ -217,11 +222,7 @@ func (ix *listIndex) rebuild(ctx context.Context, was string) error {
 	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
-	stmts := []string{}
-	for _, o := range listIndexObjects {
-		stmts = append(stmts, `DROP TABLE IF EXISTS `+o)
-	}
-	stmts = append(stmts, listIndexSchema(ix.table)...)
+	stmts := append(slices.Clip(listIndexDrops), listIndexSchema(ix.table)...)
 	stmts = append(stmts, `INSERT INTO ticketd_meta VALUES ('listIndex', '`+listIndexVersion+`')
 		ON CONFLICT(key) DO UPDATE SET value = excluded.value`)
 	for _, q := range stmts {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -100,4 +101,59 @@ func idsOf(ts []Ticket) []string {
 		out = append(out, t.ID.Hex()[18:]+"/"+string(t.Status))
 	}
 	return out
+}
+
+// Every listing query of the embedded store walks an index in the listing
+// order (no sort of all matches, no scan of all tickets), and the outbox
+// sweep and the look-ups by number and source key search one: what keeps
+// their cost flat as the store grows. SQLite's planner is asked.
+func TestIndexQueriesUseIndexes(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, OpenOptions{DataDir: t.TempDir(), Database: "plans", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	plan := func(q string, args ...any) string {
+		rows, err := s.index.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatalf("explain %s: %v", q, err)
+		}
+		defer rows.Close()
+		var details []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			details = append(details, detail)
+		}
+		return strings.Join(details, "; ")
+	}
+	for _, q := range []ListQuery{
+		{}, {Offset: 5000}, {TeamID: "t"}, {CreatorID: bson.NewObjectID()}, {Status: StatusOpen},
+		{Priority: PriorityHigh}, {Category: "Billing"}, {TeamID: "t", Status: StatusOpen, Priority: PriorityLow},
+	} {
+		where, args := q.where()
+		p := plan(`SELECT l.id FROM ticketd_listing l WHERE `+where+` ORDER BY l.updated DESC, l.id DESC LIMIT ? OFFSET ?`, append(args, 50, q.Offset)...)
+		if !strings.Contains(p, "INDEX ticketd_listing_") || strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("page of %+v plans as %q, want a walk of a listing index", q, p)
+		}
+	}
+	where, args := ListQuery{Keyword: "printer"}.where()
+	if p := plan(`SELECT l.id FROM ticketd_listing l WHERE `+where, args...); !strings.Contains(p, "VIRTUAL TABLE INDEX") {
+		t.Errorf("keyword search plans as %q, want the full-text index", p)
+	}
+	// The partial index holds only the tickets with events: walking all of
+	// it is the point.
+	if p := plan(`SELECT id FROM ticketd_listing WHERE outbox > 0`); !strings.Contains(p, "INDEX ticketd_listing_outbox") {
+		t.Errorf("the sweep plans as %q, want the partial index of tickets with events", p)
+	}
+	for _, column := range []string{"ref", "source_key"} {
+		if p := plan(`SELECT id FROM ticketd_listing WHERE `+column+` = ? LIMIT 1`, "x"); !strings.HasPrefix(p, "SEARCH") ||
+			!strings.Contains(p, "INDEX ticketd_listing_"+column) {
+			t.Errorf("the look-up by %s plans as %q, want a search of its index", column, p)
+		}
+	}
 }
