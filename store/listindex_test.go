@@ -114,23 +114,7 @@ func TestIndexQueriesUseIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	plan := func(q string, args ...any) string {
-		rows, err := s.index.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
-		if err != nil {
-			t.Fatalf("explain %s: %v", q, err)
-		}
-		defer rows.Close()
-		var details []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			details = append(details, detail)
-		}
-		return strings.Join(details, "; ")
-	}
+	plan := func(q string, args ...any) string { return explain(t, s.index.db, q, args...) }
 	for _, q := range []ListQuery{
 		{}, {Offset: 5000}, {TeamID: "t"}, {CreatorID: bson.NewObjectID()}, {Status: StatusOpen},
 		{Priority: PriorityHigh}, {Category: "Billing"}, {TeamID: "t", Status: StatusOpen, Priority: PriorityLow},
