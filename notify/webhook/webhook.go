@@ -301,5 +301,7 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	} else {
 		return 0, false
 	}
-	return min(max(d, 0), maxRetryAfter), true
+	// At least a second: "Retry-After: 0" forever must not become a busy
+	// loop (a rate-limit wait does not count as an attempt).
+	return min(max(d, time.Second), maxRetryAfter), true
 }

@@ -235,10 +235,7 @@ func TestRetryKeepsTheWebhookID(t *testing.T) {
 	e := newEnv(t)
 	r, idle := e.runner(e.adapter())
 	e.rc.then(status(500))
-	tk := e.ticket()
-	e.relay(tk.ID)
-	first, _ := e.rc.wait(t, e.clock.Now())
-	waitIdle(t, idle)
+	first := e.attempt(idle)
 	e.clock.Advance(time.Second) // BackoffBase: the longest first backoff
 	second, p := e.rc.wait(t, e.clock.Now())
 	waitIdle(t, idle)
@@ -261,16 +258,9 @@ func TestGoneIsADeadLetter(t *testing.T) {
 	e := newEnv(t)
 	_, idle := e.runner(e.adapter())
 	e.rc.then(func(w http.ResponseWriter) { w.WriteHeader(http.StatusGone); io.WriteString(w, "endpoint removed") })
-	tk := e.ticket()
-	e.relay(tk.ID)
-	e.rc.wait(t, e.clock.Now())
-	waitIdle(t, idle)
-	dead, err := e.st.Deliveries(e.ctx, store.DeliveryDead, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(dead) != 1 || dead[0].Sink != Sink("crm") || !strings.Contains(dead[0].LastError, "410") || !strings.Contains(dead[0].LastError, "endpoint removed") {
-		t.Fatalf("dead letters %+v", dead)
+	e.attempt(idle)
+	if dead := e.deliveries(store.DeliveryDead); len(dead) != 1 || dead[0].Sink != Sink("crm") || !strings.Contains(dead[0].LastError, "410") || !strings.Contains(dead[0].LastError, "endpoint removed") {
+		t.Fatalf("dead letters %+v", e.deliveries(store.DeliveryDead))
 	}
 }
 
@@ -281,14 +271,8 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			e := newEnv(t)
 			r, idle := e.runner(e.adapter())
 			e.rc.then(status(code, "Retry-After", "120"))
-			tk := e.ticket()
-			e.relay(tk.ID)
-			e.rc.wait(t, e.clock.Now())
-			waitIdle(t, idle)
-			pending, err := e.st.Deliveries(e.ctx, store.DeliveryPending, 10)
-			if err != nil {
-				t.Fatal(err)
-			}
+			e.attempt(idle)
+			pending := e.deliveries(store.DeliveryPending)
 			if want := e.clock.Now().Add(120 * time.Second); len(pending) != 1 || !pending[0].NextAttemptAt.Equal(want) {
 				t.Fatalf("pending %+v, want the next attempt at %v", pending, want)
 			}
@@ -451,11 +435,25 @@ func (e *env) runner(a *Adapter) (*notify.Runner, chan struct{}) {
 	return r, idle
 }
 
-func (e *env) relay(id bson.ObjectID) {
+// attempt opens a ticket, relays its ticket.created and waits until the
+// runner has posted it and booked the outcome; it returns the request.
+func (e *env) attempt(idle chan struct{}) hit {
 	e.t.Helper()
-	if _, err := e.st.RelayTicket(e.ctx, id); err != nil {
+	if _, err := e.st.RelayTicket(e.ctx, e.ticket().ID); err != nil {
 		e.t.Fatal(err)
 	}
+	h, _ := e.rc.wait(e.t, e.clock.Now())
+	waitIdle(e.t, idle)
+	return h
+}
+
+func (e *env) deliveries(state store.DeliveryState) []store.Delivery {
+	e.t.Helper()
+	ds, err := e.st.Deliveries(e.ctx, state, 10)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ds
 }
 
 func waitIdle(t *testing.T, idle chan struct{}) {
