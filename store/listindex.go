@@ -42,7 +42,7 @@ type listIndex struct {
 
 // listIndexVersion changes whenever the tables or triggers below change;
 // a store opened with another version rebuilds them.
-const listIndexVersion = "1"
+const listIndexVersion = "2"
 
 // field is the SQL for a top-level field of a row of the tickets table
 // (row is "new" or "old" in a trigger, the table alias in a query).
@@ -141,7 +141,11 @@ func listIndexSchema(t string) []string {
 		END`,
 		`CREATE TRIGGER ticketd_tickets_update AFTER UPDATE ON ` + t + ` BEGIN
 			` + upsert("new") + `
-			` + reindex("new", textChanged) + `
+		END`,
+		// Only an edit touches the search index; most updates (replies,
+		// status) leave the text as it was.
+		`CREATE TRIGGER ticketd_tickets_retext AFTER UPDATE ON ` + t + ` WHEN ` + textChanged + ` BEGIN
+			` + reindex("new", "1") + `
 		END`,
 		`CREATE TRIGGER ticketd_tickets_delete AFTER DELETE ON ` + t + ` BEGIN
 			DELETE FROM ticketd_search WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field("old", "_id") + `);
@@ -160,7 +164,7 @@ func listIndexSchema(t string) []string {
 // index's own tables go with them).
 var listIndexDrops = []string{
 	"DROP TRIGGER IF EXISTS ticketd_tickets_insert", "DROP TRIGGER IF EXISTS ticketd_tickets_update",
-	"DROP TRIGGER IF EXISTS ticketd_tickets_delete",
+	"DROP TRIGGER IF EXISTS ticketd_tickets_delete", "DROP TRIGGER IF EXISTS ticketd_tickets_retext",
 	"DROP TABLE IF EXISTS ticketd_search", "DROP TABLE IF EXISTS ticketd_counts", "DROP TABLE IF EXISTS ticketd_listing",
 }
 
@@ -203,7 +207,7 @@ func (ix *listIndex) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if version == listIndexVersion && attached == 3 {
+	if version == listIndexVersion && attached == 4 {
 		return nil
 	}
 	return ix.rebuild(ctx, version)
@@ -308,14 +312,14 @@ func caseVariants(text string) []string {
 func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, error) {
 	tx, err := ix.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list tickets: %w", err)
+		return nil, 0, fmt.Errorf("list tickets: %w", unreadable(err))
 	}
 	defer tx.Rollback()
 	where, args := q.where()
 	ids, err := queryStrings(ctx, tx, `SELECT l.id FROM ticketd_listing l WHERE `+where+
 		` ORDER BY l.updated DESC, l.id DESC LIMIT ? OFFSET ?`, append(args, q.Limit, q.Offset)...)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list tickets: %w", err)
+		return nil, 0, fmt.Errorf("list tickets: %w", unreadable(err))
 	}
 	var total int64
 	if q.Keyword == "" && q.CreatorID.IsZero() {
@@ -326,7 +330,7 @@ func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, er
 		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM ticketd_listing l WHERE `+where, args...).Scan(&total)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("count tickets: %w", err)
+		return nil, 0, fmt.Errorf("count tickets: %w", unreadable(err))
 	}
 	tickets, err := ix.read(ctx, tx, ids)
 	if err != nil {
@@ -351,7 +355,7 @@ func (ix *listIndex) read(ctx context.Context, tx *sql.Tx, ids []string) ([]Tick
 	rows, err := tx.QueryContext(ctx, `SELECT _ferretdb_sjson FROM `+ix.table+
 		` WHERE _ferretdb_sjson->'$._id' IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, args...)
 	if err != nil {
-		return nil, err
+		return nil, unreadable(err)
 	}
 	defer rows.Close()
 	docs := make(map[string]Ticket, len(ids))
@@ -359,7 +363,7 @@ func (ix *listIndex) read(ctx context.Context, tx *sql.Tx, ids []string) ([]Tick
 	for rows.Next() {
 		var doc []byte
 		if err := rows.Scan(&doc); err != nil {
-			return nil, err
+			return nil, unreadable(err)
 		}
 		raw, err := sjsonToBSON(&p, doc, "logs", "outbox")
 		if err != nil {
@@ -372,7 +376,7 @@ func (ix *listIndex) read(ctx context.Context, tx *sql.Tx, ids []string) ([]Tick
 		docs[t.ID.Hex()] = t
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, unreadable(err)
 	}
 	for _, id := range ids {
 		if t, ok := docs[id]; ok { // both read in one snapshot: always there
@@ -391,7 +395,7 @@ func (ix *listIndex) idBy(ctx context.Context, column string, v any) (bson.Objec
 		return bson.NilObjectID, ErrNotFound
 	}
 	if err != nil {
-		return bson.NilObjectID, fmt.Errorf("look up ticket by %s: %w", column, err)
+		return bson.NilObjectID, fmt.Errorf("look up ticket by %s: %w", column, unreadable(err))
 	}
 	return bson.ObjectIDFromHex(hex)
 }
@@ -400,7 +404,7 @@ func (ix *listIndex) idBy(ctx context.Context, column string, v any) (bson.Objec
 func (ix *listIndex) withEvents(ctx context.Context) ([]bson.ObjectID, error) {
 	hexes, err := queryStrings(ctx, ix.db, `SELECT id FROM ticketd_listing WHERE outbox > 0`)
 	if err != nil {
-		return nil, fmt.Errorf("find tickets with events: %w", err)
+		return nil, fmt.Errorf("find tickets with events: %w", unreadable(err))
 	}
 	ids := make([]bson.ObjectID, 0, len(hexes))
 	for _, h := range hexes {
@@ -411,6 +415,16 @@ func (ix *listIndex) withEvents(ctx context.Context) ([]bson.ObjectID, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// unreadable marks a failure to read the index as the store being
+// unavailable (the API's 503), as a failure to reach MongoDB is; a closed
+// store and a locked or broken file are both that to a caller.
+func unreadable(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return errors.Join(ErrUnavailable, err)
 }
 
 type querier interface {

@@ -141,3 +141,44 @@ func TestIndexQueriesUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// Writers of different tickets run concurrently on the embedded server;
+// none may be refused with "database is locked" (SQLITE_BUSY), which the
+// index's triggers made frequent until the server's transactions took the
+// write lock when they begin.
+func TestConcurrentWritersAreNeverRefused(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, OpenOptions{DataDir: t.TempDir(), Database: "busy", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			cust := Actor{ID: bson.NewObjectID(), Type: CreatorCustomer}
+			for i := 0; i < 60; i++ {
+				tk, _, err := s.CreateTicket(ctx, NewTicket{Creator: cust, TeamID: fmt.Sprint("t", w), Subject: fmt.Sprint("printer ", i), Description: "jammed"})
+				if err == nil {
+					_, _, err = s.AddResponse(ctx, tk.ID, AllTickets, NewResponse{Author: cust, Description: "still jammed"})
+				}
+				if err == nil {
+					_, _, err = s.EditOpening(ctx, tk.ID, AllTickets, fmt.Sprint("scanner ", i), "broken", cust)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if _, total, err := s.ListTickets(ctx, AllTickets, ListQuery{Keyword: "scanner"}); err != nil || total != 240 {
+		t.Errorf("search found %d (%v), want all 240 edited tickets", total, err)
+	}
+}

@@ -114,10 +114,18 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger, pragma
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return "", nil, fmt.Errorf("start embedded store: create data directory: %w", err)
 	}
-	sqliteURL := "file:" + abs + "/"
+	// The server's transactions take the write lock when they begin
+	// (_txlock=immediate), waiting for it under the busy timeout. A
+	// deferred transaction that has read and then writes cannot wait: when
+	// another connection wrote meanwhile, SQLite refuses it at once with
+	// SQLITE_BUSY, and the listing index's triggers (whose FTS5 table is
+	// read before the update writes) made that frequent under concurrent
+	// writes (TestConcurrentWritersAreNeverRefused).
+	q := url.Values{"_txlock": {"immediate"}}
 	if len(pragmas) > 0 {
-		sqliteURL += "?" + url.Values{"_pragma": pragmas}.Encode()
+		q["_pragma"] = pragmas
 	}
+	sqliteURL := "file:" + abs + "/?" + q.Encode()
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
