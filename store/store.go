@@ -173,6 +173,8 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			{"team_updated", bson.D{asc("teamId"), desc("updatedAt")}, false},
 			{"updated", bson.D{desc("updatedAt")}, false},
 			{"refId", bson.D{asc("refId")}, false},
+			// FirstResponseCandidates; the embedded server scans instead.
+			{"first_response_pending", bson.D{asc("firstResponse.respondedAt"), asc("firstResponse.breachedAt"), asc("status"), asc("createdAt")}, false},
 		},
 		s.customers:          {{"email", bson.D{asc("email")}, false}},
 		s.agents:             {{"email", bson.D{asc("email")}, false}},
