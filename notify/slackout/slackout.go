@@ -80,7 +80,7 @@ type Options struct {
 	// thread; empty means the thread only.
 	EscalationChannel string
 	Store             TicketReader
-	Logger       *slog.Logger
+	Logger            *slog.Logger
 }
 
 // Adapter delivers the "slack" sink's deliveries. Make it with New.
