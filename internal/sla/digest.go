@@ -130,9 +130,7 @@ func (d *Digest) Run(ctx context.Context) error {
 		d.log.Info("digest of the day posted already (or being posted)", "day", day)
 		return nil
 	}
-	y, m, dd := now.In(zone).Date()
-	midnight := time.Date(y, m, dd, 0, 0, 0, 0, zone)
-	posted, err := d.findPosted(ctx, day, midnight)
+	posted, err := d.findPosted(ctx, day)
 	if err != nil {
 		return err
 	}
@@ -156,12 +154,12 @@ func (d *Digest) Run(ctx context.Context) error {
 	return nil
 }
 
-// findPosted looks through the channel's history since midnight for the
-// day's digest: a run that posted it and died before FinishOnce.
-func (d *Digest) findPosted(ctx context.Context, day string, since time.Time) (bool, error) {
-	p := &slack.GetConversationHistoryParameters{
-		ChannelID: d.o.Channel, Oldest: strconv.FormatInt(since.Unix(), 10), Limit: 200, IncludeAllMetadata: true,
-	}
+// findPosted looks through the channel's newest messages (at most
+// historyPages pages) for the day's digest, which a run that posted it
+// and died before FinishOnce left there. Its metadata names the day, so
+// no time window is needed, and Slack's clock and ours may disagree.
+func (d *Digest) findPosted(ctx context.Context, day string) (bool, error) {
+	p := &slack.GetConversationHistoryParameters{ChannelID: d.o.Channel, Limit: 200, IncludeAllMetadata: true}
 	for page := 0; page < historyPages; page++ {
 		h, err := d.api.GetConversationHistoryContext(ctx, p)
 		if err != nil {
