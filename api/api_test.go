@@ -786,3 +786,21 @@ func TestReadyzNamesDegradedComponents(t *testing.T) {
 		t.Fatalf("readyz, slack degraded: %d %s", a.Code, a.Raw)
 	}
 }
+
+// Agents see a ticket's first-response times; customers do not.
+func TestFirstResponseShownToAgentsOnly(t *testing.T) {
+	h := newHarness(t)
+	c := h.user(api.RoleCustomer, "acme")
+	adm := h.user(api.RoleAdmin, "")
+	id := h.create(c, "x")["_id"].(string)
+	if a := h.call("POST", "/api/ticket/admin-create-reply?id="+id, adm.token, map[string]any{"description": "on it"}); a.Code != 200 {
+		t.Fatal(a.Raw)
+	}
+	fr, ok := h.call("GET", "/api/ticket/admin-fetch-one?id="+id, adm.token, nil).ticket(t)["firstResponse"].(map[string]any)
+	if at, _ := fr["respondedAt"].(string); !ok || !strings.HasSuffix(at, "Z") || len(fr) != 1 {
+		t.Errorf("agent's view: firstResponse %v, want respondedAt only", fr)
+	}
+	if a := h.call("GET", "/api/ticket/fetch-one?id="+id, c.token, nil); strings.Contains(a.Raw, "firstResponse") {
+		t.Errorf("customer sees firstResponse: %s", a.Raw)
+	}
+}
