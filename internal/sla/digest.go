@@ -107,13 +107,8 @@ func NewDigest(st DigestStore, api Poster, o DigestOptions) (*Digest, error) {
 	if o.Lease <= 0 {
 		o.Lease = DefaultDigestLease
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	return &Digest{st: st, api: api, o: o, log: o.Logger.With("component", "digest"), now: o.Now}, nil
+	now, log := clockAndLogger(o.Now, o.Logger, "digest")
+	return &Digest{st: st, api: api, o: o, log: log, now: now}, nil
 }
 
 // Run posts today's digest unless it was posted already.

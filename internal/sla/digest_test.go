@@ -50,20 +50,11 @@ func (e *env) digests() []slackfake.Message {
 
 func digestText(t *testing.T, m slackfake.Message) string {
 	t.Helper()
-	var bs slack.Blocks
-	if err := bs.UnmarshalJSON(m.Blocks); err != nil {
+	text, err := slackfake.BlocksText(m.Blocks)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, b := range bs.BlockSet {
-		switch b := b.(type) {
-		case *slack.HeaderBlock:
-			out = append(out, b.Text.Text)
-		case *slack.SectionBlock:
-			out = append(out, b.Text.Text)
-		}
-	}
-	return strings.Join(out, "\n")
+	return text
 }
 
 // The digest lists the missed targets, the unassigned and the open

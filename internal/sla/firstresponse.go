@@ -69,13 +69,8 @@ func NewFirstResponse(st FirstResponseStore, o FirstResponseOptions) (*FirstResp
 	if o.Batch <= 0 {
 		o.Batch = DefaultBatch
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	return &FirstResponse{st: st, targets: o.Targets, batch: o.Batch, now: o.Now, log: o.Logger.With("component", "first-response")}, nil
+	now, log := clockAndLogger(o.Now, o.Logger, "first-response")
+	return &FirstResponse{st: st, targets: o.Targets, batch: o.Batch, now: now, log: log}, nil
 }
 
 // Stats returns the counts so far.
@@ -128,24 +123,37 @@ func (f *FirstResponse) check(ctx context.Context, t *store.Ticket, now time.Tim
 	due := f.targets.Due(t)
 	switch {
 	case !now.Before(due):
-		ok, err := f.st.RecordFirstResponseBreach(ctx, t.ID, due)
-		if err != nil {
-			return err
-		}
-		if ok {
-			f.breached.Add(1)
-			f.log.Info("first-response target missed", "ticket", t.ID.Hex(), "ref", t.RefID, "priority", t.Priority, "due", due)
-		}
+		return f.record(ctx, t, due, f.st.RecordFirstResponseBreach, &f.breached, "first-response target missed")
 	case t.FirstResponse != nil && t.FirstResponse.RemindedAt != nil:
 	case !now.Before(f.targets.RemindAt(t)):
-		ok, err := f.st.RecordFirstResponseReminder(ctx, t.ID, due)
-		if err != nil {
-			return err
-		}
-		if ok {
-			f.reminded.Add(1)
-			f.log.Info("first-response reminder queued", "ticket", t.ID.Hex(), "ref", t.RefID, "priority", t.Priority, "due", due)
-		}
+		return f.record(ctx, t, due, f.st.RecordFirstResponseReminder, &f.reminded, "first-response reminder queued")
 	}
 	return nil
+}
+
+// record makes one of the store's once-only records and counts it when it
+// was this call that made it.
+func (f *FirstResponse) record(ctx context.Context, t *store.Ticket, due time.Time,
+	rec func(context.Context, bson.ObjectID, time.Time) (bool, error), n *atomic.Uint64, what string) error {
+	ok, err := rec(ctx, t.ID, due)
+	if err != nil {
+		return err
+	}
+	if ok {
+		n.Add(1)
+		f.log.Info(what, "ticket", t.ID.Hex(), "ref", t.RefID, "priority", t.Priority, "due", due)
+	}
+	return nil
+}
+
+// clockAndLogger fills a job's clock (nil: time.Now) and logger (nil:
+// slog.Default), tagged with its component.
+func clockAndLogger(now func() time.Time, log *slog.Logger, component string) (func() time.Time, *slog.Logger) {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return now, log.With("component", component)
 }
