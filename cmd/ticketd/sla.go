@@ -83,3 +83,12 @@ func (j *slaJobs) register(reg prometheus.Registerer) {
 		"First-response targets recorded by this daemon, by outcome: reminded (a reminder queued), breached (a missed target recorded), backfilled (an older ticket found answered).",
 		j.firstResponse.Stats))
 }
+
+// slackPoster is the Slack client the digest posts with; nil when the
+// Slack bridge is off (the digest is then refused by validate).
+func (d *slackDesk) slackPoster() sla.Poster {
+	if d == nil {
+		return nil
+	}
+	return d.client
+}

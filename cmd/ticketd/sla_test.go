@@ -110,6 +110,10 @@ func TestBuildSLAJobs(t *testing.T) {
 	f := slackfake.New(t)
 	client := slack.New(slackfake.BotToken, slack.OptionAPIURL(f.APIURL()))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var noSlack *slackDesk
+	if noSlack.slackPoster() != nil {
+		t.Error("a poster without Slack")
+	}
 	c := defaultSLAJobsConfig()
 	off, err := buildSLAJobs(c, slackfake.ChannelID, st, client, time.Now, log)
 	if err != nil || len(off.Jobs) != 0 {
