@@ -183,6 +183,17 @@ func TestReminderAndBreachReachSlackThroughTheSink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// drained waits until the runner has completed every delivery, so the
+	// job's writes do not race the runner's (the embedded server refuses
+	// one of two racing writes with SQLITE_BUSY).
+	drained := func() {
+		t.Helper()
+		testwait.For(t, "every delivery completed", func() bool {
+			p, err1 := e.st.CountDeliveries(ctx, store.DeliveryPending)
+			w, err2 := e.st.CountDeliveries(ctx, store.DeliveryWaiting)
+			return err1 == nil && err2 == nil && p+w == 0
+		})
+	}
 
 	tk := e.ticket("cannot log in", store.PriorityUrgent)
 	if _, err := e.st.UpdateTicket(ctx, tk.ID, store.AllTickets, store.TicketUpdate{AssigneeID: &e.agent.ID},
@@ -199,10 +210,12 @@ func TestReminderAndBreachReachSlackThroughTheSink(t *testing.T) {
 		return root != "" && len(e.fake.Replies(slackfake.ChannelID, root)) == 1
 	})
 	job := e.firstResponse(e.st)
+	drained()
 	e.at(1, 9, 50)
 	e.run(job)
 	relay()
 	e.fake.Until(t, "reminder in the thread", func() bool { return len(e.fake.Replies(slackfake.ChannelID, root)) == 2 })
+	drained()
 	e.at(1, 10, 5)
 	e.run(job)
 	e.run(job)
@@ -221,10 +234,7 @@ func TestReminderAndBreachReachSlackThroughTheSink(t *testing.T) {
 		t.Errorf("escalation post %q does not name the ticket", e.fake.Messages(escalation)[0].Text)
 	}
 	// Nothing more is queued: each was delivered once.
-	testwait.For(t, "queue empty", func() bool {
-		n, err := e.st.CountDeliveries(ctx, store.DeliveryPending)
-		return err == nil && n == 0
-	})
+	drained()
 	if n := len(e.fake.Replies(slackfake.ChannelID, root)); n != 3 {
 		t.Errorf("%d thread replies, want 3", n)
 	}
