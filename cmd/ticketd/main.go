@@ -6,6 +6,7 @@
 //	ticketd check-config FILE            validate a configuration file
 //	ticketd deliver [-config FILE]       hand a message on stdin to the daemon (LMTP)
 //	ticketd slack-manifest [-url URL]    print the Slack app manifest
+//	ticketd webhook-verify ... < BODY    check a received webhook's signature
 //	ticketd version                      print the version
 package main
 
@@ -69,6 +70,8 @@ Usage:
                                         LMTP (exit 0 stored, 75 try later, 65/70 refused)
   ticketd slack-manifest [-config FILE] [-mode socket|events] [-url https://HOST]
                                         print the Slack app manifest for the mode
+  ticketd webhook-verify [-secret-file FILE] (-headers FILE | -id ID -timestamp TS -signature SIG) < BODY
+                                        check a received webhook's signature (exit 0 valid, 1 not)
   ticketd version                       print the version
 
 Run "ticketd COMMAND -help" for a command's flags.
@@ -92,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cmdDeliver(ctx, args[1:], os.Stdin, stderr, getenv)
 	case "slack-manifest":
 		return cmdSlackManifest(args[1:], stdout, stderr, getenv)
+	case "webhook-verify":
+		return cmdWebhookVerify(args[1:], os.Stdin, stdout, stderr, getenv)
 	case "version":
 		fmt.Fprintln(stdout, "ticketd", version())
 		return nil
