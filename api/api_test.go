@@ -786,3 +786,26 @@ func TestReadyzNamesDegradedComponents(t *testing.T) {
 		t.Fatalf("readyz, slack degraded: %d %s", a.Code, a.Raw)
 	}
 }
+
+// Agents see a ticket's first-response times; customers do not.
+func TestFirstResponseShownToAgentsOnly(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	tk, _, err := h.store.CreateTicket(ctx, store.NewTicket{Creator: store.Actor{ID: bson.NewObjectID(), Type: store.CreatorCustomer},
+		TeamID: "acme", Category: "Support", Subject: "s", Description: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.store.AddResponse(ctx, tk.ID, store.AllTickets, store.NewResponse{
+		Author: store.Actor{ID: bson.NewObjectID(), Type: store.CreatorAdmin}, Description: "on it"}); err != nil {
+		t.Fatal(err)
+	}
+	path := "fetch-one?id=" + tk.ID.Hex()
+	fr, ok := h.call("GET", "/api/ticket/admin-"+path, h.user(api.RoleAdmin, "").token, nil).ticket(t)["firstResponse"].(map[string]any)
+	if at, _ := fr["respondedAt"].(string); !ok || !strings.HasSuffix(at, "Z") || len(fr) != 1 {
+		t.Errorf("agent's view: firstResponse %v, want respondedAt only", fr)
+	}
+	if a := h.call("GET", "/api/ticket/"+path, h.user(api.RoleCustomer, "acme").token, nil); a.Code != 200 || strings.Contains(a.Raw, "firstResponse") {
+		t.Errorf("customer's view: %d %s", a.Code, a.Raw)
+	}
+}

@@ -36,6 +36,29 @@ type ticketJSON struct {
 	Source      string           `json:"source,omitempty"`
 	AssigneeID  string           `json:"assigneeId,omitempty"`
 	Attachments []attachmentJSON `json:"attachments,omitempty"`
+	// FirstResponse is shown to agents only: targets are internal.
+	FirstResponse *firstResponseJSON `json:"firstResponse,omitempty"`
+}
+
+type firstResponseJSON struct {
+	DueAt       *jsonTime `json:"dueAt,omitempty"`
+	RespondedAt *jsonTime `json:"respondedAt,omitempty"`
+	RemindedAt  *jsonTime `json:"remindedAt,omitempty"`
+	BreachedAt  *jsonTime `json:"breachedAt,omitempty"`
+}
+
+func toFirstResponseJSON(fr *store.FirstResponse) *firstResponseJSON {
+	if fr == nil {
+		return nil
+	}
+	at := func(t *time.Time) *jsonTime {
+		if t == nil {
+			return nil
+		}
+		j := jsonTime(*t)
+		return &j
+	}
+	return &firstResponseJSON{DueAt: at(fr.DueAt), RespondedAt: at(fr.RespondedAt), RemindedAt: at(fr.RemindedAt), BreachedAt: at(fr.BreachedAt)}
 }
 
 type responseJSON struct {
@@ -109,6 +132,9 @@ func toTicketJSON(t *store.Ticket, viewer Role) ticketJSON {
 		out.Response = append(out.Response, rj)
 	}
 	out.Attachments = toAttachmentsJSON(t.Attachments)
+	if viewer == RoleAdmin {
+		out.FirstResponse = toFirstResponseJSON(t.FirstResponse)
+	}
 	return out
 }
 

@@ -131,5 +131,9 @@ func cloneTicket(t *Ticket) *Ticket {
 		d := *t.DeletedAt
 		c.DeletedAt = &d
 	}
+	if t.FirstResponse != nil {
+		fr := *t.FirstResponse // its times are replaced, never changed in place
+		c.FirstResponse = &fr
+	}
 	return &c
 }

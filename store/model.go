@@ -125,6 +125,36 @@ type Ticket struct {
 	// Outbox holds the announcements of changes not yet handed to the
 	// delivery queue, written in the same atomic write as the change.
 	Outbox []Event `bson:"outbox"`
+	// FirstResponse tracks the first-response target (see FirstResponse);
+	// nil until one of its times is recorded.
+	FirstResponse *FirstResponse `bson:"firstResponse,omitempty"`
+}
+
+// FirstResponse is what is known about a ticket's first-response target.
+// Each time is set once and never cleared.
+type FirstResponse struct {
+	// DueAt is the target in force when the reminder or the breach was
+	// recorded (it follows the priority, so a later change of priority
+	// may move the target without changing what was recorded).
+	DueAt *time.Time `bson:"dueAt,omitempty"`
+	// RespondedAt is when the first agent response the customer can see
+	// was added (FirstAgentResponse).
+	RespondedAt *time.Time `bson:"respondedAt,omitempty"`
+	// RemindedAt is when the reminder (EventSLAReminder) was queued.
+	RemindedAt *time.Time `bson:"remindedAt,omitempty"`
+	// BreachedAt is when the missed target (EventSLABreached) was recorded.
+	BreachedAt *time.Time `bson:"breachedAt,omitempty"`
+}
+
+// FirstAgentResponse returns the ticket's first response by an agent that
+// the customer sees (an internal note does not count), or nil.
+func (t *Ticket) FirstAgentResponse() *Response {
+	for i := range t.Response {
+		if r := &t.Response[i]; r.CreatorType == CreatorAdmin && !r.Internal {
+			return r
+		}
+	}
+	return nil
 }
 
 // ResponseByID returns the ticket's response with an id (an event's
@@ -203,6 +233,14 @@ const (
 	// ticket before an agent answered (EditOpening); subject and
 	// description are new. The Slack sink shows it; mail does not.
 	EventTicketEdited EventKind = "ticket.edited"
+	// EventSLAReminder: the ticket nears its first-response target without
+	// an agent's answer (Ticket.FirstResponse has the due time). The Slack
+	// sink reminds the assignee in the ticket's thread; nobody else shows it.
+	EventSLAReminder EventKind = "sla.reminder"
+	// EventSLABreached: the ticket missed its first-response target. The
+	// Slack sink says so in the thread and in the escalation channel;
+	// nobody else shows it.
+	EventSLABreached EventKind = "sla.breached"
 )
 
 // Event is one announcement: what changed, on which ticket, by whom.

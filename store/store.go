@@ -191,6 +191,8 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			{name: "status_live_updated", keys: listing(asc("status"))},
 			{name: "priority_live_updated", keys: listing(asc("priority"))},
 			{name: "category_live_updated", keys: listing(asc("category"))},
+			// FirstResponseCandidates (on MongoDB; the embedded server scans).
+			{name: "first_response_pending", keys: bson.D{asc("firstResponse.respondedAt"), asc("firstResponse.breachedAt"), asc("status"), asc("createdAt")}},
 			// The outbox sweep: only tickets holding events are in it.
 			{name: "pending_events", keys: bson.D{asc("outbox._id")},
 				partial: bson.D{{Key: "outbox._id", Value: bson.D{{Key: "$exists", Value: true}}}}},

@@ -237,6 +237,9 @@ func (s *Store) AddResponse(ctx context.Context, id bson.ObjectID, scope Scope, 
 			Attachments: in.Attachments,
 		}
 		c.response = &r
+		if r.CreatorType == CreatorAdmin && !r.Internal && t.FirstAgentResponse() == nil {
+			c.setFirstResponse("respondedAt", now, func(fr *FirstResponse, at *time.Time) { fr.RespondedAt = at })
+		}
 		what := "Response added by " + string(in.Author.Type)
 		if in.Internal {
 			what = "Internal note added by admin"

@@ -42,6 +42,7 @@ type skip struct {
 //     when the customer's reply reopened the ticket (the customer knows).
 //   - priority.changed: never mailed. Priority is internal triage; telling
 //     a customer "your ticket is now low priority" helps nobody.
+//   - sla.reminder, sla.breached: never mailed; they are for the agents.
 //
 // A ticket opened in Slack (it has a customer Slack thread) is never
 // mailed about: the Slack sink answers the customer there.
@@ -76,6 +77,8 @@ func (n *Adapter) compose(ctx context.Context, d *store.Delivery) (*outgoing, *s
 		return nil, &skip{"the customer's own edit is not mailed back", true}, nil
 	case store.EventResponseDelivered, store.EventResponseUndelivered:
 		return nil, &skip{"delivery outcomes are for the other sinks", true}, nil
+	case store.EventSLAReminder, store.EventSLABreached:
+		return nil, &skip{"first-response reminders and breaches are for the agents (Slack)", true}, nil
 	default:
 		return nil, &skip{fmt.Sprintf("unknown event kind %q", e.Kind), false}, nil
 	}

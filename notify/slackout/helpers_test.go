@@ -173,32 +173,9 @@ func (e *env) replies(ts string) []slackfake.Message {
 // blocksText is every text of a message's blocks, joined by newlines.
 func blocksText(t *testing.T, raw json.RawMessage) string {
 	t.Helper()
-	if len(raw) == 0 {
-		return ""
+	text, err := slackfake.BlocksText(raw)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var bs slack.Blocks
-	if err := json.Unmarshal(raw, &bs); err != nil {
-		t.Fatalf("blocks: %v", err)
-	}
-	var out []string
-	for _, b := range bs.BlockSet {
-		switch b := b.(type) {
-		case *slack.HeaderBlock:
-			out = append(out, b.Text.Text)
-		case *slack.SectionBlock:
-			if b.Text != nil {
-				out = append(out, b.Text.Text)
-			}
-			for _, f := range b.Fields {
-				out = append(out, f.Text)
-			}
-		case *slack.ContextBlock:
-			for _, el := range b.ContextElements.Elements {
-				if tx, ok := el.(*slack.TextBlockObject); ok {
-					out = append(out, tx.Text)
-				}
-			}
-		}
-	}
-	return strings.Join(out, "\n")
+	return text
 }

@@ -74,23 +74,30 @@ func (a *Adapter) ensureRoot(ctx context.Context, t *store.Ticket, d *store.Deli
 // created, newest first and at most HistoryPages pages, for a top-level
 // message of ours whose metadata names the ticket.
 func (a *Adapter) findRoot(ctx context.Context, t *store.Ticket) (message, bool, error) {
+	return a.findTop(ctx, a.o.Channel, t.CreatedAt, t.ID.Hex(), "", "search channel history for a root message")
+}
+
+// findTop looks through a channel's history since a time (less the clock
+// skew), newest first and at most HistoryPages pages, for a top-level
+// message of ours for the ticket (and, when eventID is set, that event).
+func (a *Adapter) findTop(ctx context.Context, channel string, since time.Time, ticketID, eventID, op string) (message, bool, error) {
 	p := &slack.GetConversationHistoryParameters{
-		ChannelID:          a.o.Channel,
-		Oldest:             slackTS(t.CreatedAt.Add(-clockSkew)),
+		ChannelID:          channel,
+		Oldest:             slackTS(since.Add(-clockSkew)),
 		Limit:              historyPageSize,
 		IncludeAllMetadata: true,
 	}
 	for page := 0; page < a.o.HistoryPages; page++ {
 		h, err := a.api.GetConversationHistoryContext(ctx, p)
 		if err != nil {
-			return message{}, false, classify("search channel history for a root message", err)
+			return message{}, false, classify(op, err)
 		}
 		for _, m := range h.Messages {
 			if m.ThreadTimestamp != "" && m.ThreadTimestamp != m.Timestamp {
 				continue // a reply broadcast to the channel, not a root
 			}
-			if a.ours(m, t.ID.Hex(), "") {
-				return message{channel: a.o.Channel, ts: m.Timestamp}, true, nil
+			if a.ours(m, ticketID, eventID) {
+				return message{channel: channel, ts: m.Timestamp}, true, nil
 			}
 		}
 		if !h.HasMore || h.ResponseMetaData.NextCursor == "" {

@@ -75,8 +75,12 @@ type Options struct {
 	// (pages of 200 messages, newest first, since the ticket was created).
 	// Zero means DefaultHistoryPages.
 	HistoryPages int
-	Store        TicketReader
-	Logger       *slog.Logger
+	// EscalationChannel is the channel ID where missed first-response
+	// targets (store.EventSLABreached) are posted besides the ticket's
+	// thread; empty means the thread only.
+	EscalationChannel string
+	Store             TicketReader
+	Logger            *slog.Logger
 }
 
 // Adapter delivers the "slack" sink's deliveries. Make it with New.
@@ -183,6 +187,8 @@ func (a *Adapter) deliverToAgents(ctx context.Context, t *store.Ticket, d *store
 			return err
 		}
 		return a.postLine(ctx, t, root, e, retried, ":pencil2: "+who+" edited the message that opened the ticket; the text above is the new one")
+	case store.EventSLAReminder, store.EventSLABreached:
+		return a.deliverFirstResponse(ctx, t, root, e, retried)
 	}
 	return notify.Skipped("Slack does not show " + string(e.Kind))
 }
