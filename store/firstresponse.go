@@ -36,12 +36,18 @@ func (c *change) setFirstResponse(field string, at time.Time, apply func(fr *Fir
 // (older data) are among them until MarkFirstResponded records it. Listed
 // tickets carry neither their audit log nor their outbox.
 //
-// On MongoDB the first_response_pending index answers it; the embedded
-// server scans the tickets (bounded by limit in what it returns, not in
-// what it reads).
+// On MongoDB the first_response_pending index answers it, on the embedded
+// server the listing index's index of open tickets.
 func (s *Store) FirstResponseCandidates(ctx context.Context, limit int) ([]Ticket, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
+	}
+	if s.index != nil {
+		ts, err := s.index.openTickets(ctx, "creator_type = 'customer' AND responded = 0 AND breached = 0", limit)
+		if err != nil {
+			return nil, fmt.Errorf("find tickets awaiting a first response: %w", err)
+		}
+		return ts, nil
 	}
 	filter := bson.D{
 		{Key: "firstResponse.respondedAt", Value: nil},
@@ -64,7 +70,15 @@ func (s *Store) OpenTickets(ctx context.Context, limit int) (tickets []Ticket, m
 		{Key: "status", Value: bson.D{{Key: "$in", Value: openStatuses}}},
 		{Key: "isDelete", Value: false},
 	}
-	out, err := s.findTickets(ctx, "find open tickets", filter, limit+1)
+	var out []Ticket
+	if s.index != nil {
+		out, err = s.index.openTickets(ctx, "1", limit+1)
+		if err != nil {
+			err = fmt.Errorf("find open tickets: %w", err)
+		}
+	} else {
+		out, err = s.findTickets(ctx, "find open tickets", filter, limit+1)
+	}
 	if err != nil {
 		return nil, false, err
 	}

@@ -42,7 +42,7 @@ type listIndex struct {
 
 // listIndexVersion changes whenever the tables or triggers below change;
 // a store opened with another version rebuilds them.
-const listIndexVersion = "2"
+const listIndexVersion = "3"
 
 // field is the SQL for a top-level field of a row of the tickets table
 // (row is "new" or "old" in a trigger, the table alias in a query).
@@ -64,10 +64,19 @@ func listingValues(row string) string {
 		"coalesce(" + field(row, "updatedAt") + ", 0)",
 		"coalesce(" + field(row, "isDelete") + ", 0)",
 		fmt.Sprintf("coalesce(json_array_length(%s._ferretdb_sjson, '$.outbox'), 0)", row),
+		"coalesce(" + field(row, "createdAt") + ", 0)",
+		"coalesce(" + field(row, "creatorType") + ", '')",
+		row + "._ferretdb_sjson->>'$.firstResponse.respondedAt' IS NOT NULL",
+		row + "._ferretdb_sjson->>'$.firstResponse.breachedAt' IS NOT NULL",
 	}, ", ")
 }
 
-const listingColumns = "id, ref, source_key, team, creator, status, priority, category, updated, deleted, outbox"
+const listingColumns = "id, ref, source_key, team, creator, status, priority, category, updated, deleted, outbox, " +
+	"created, creator_type, responded, breached"
+
+// openListing is the condition of the partial index on open tickets; a
+// query must repeat it word for word for SQLite to use that index.
+const openListing = "deleted = 0 AND status IN ('created', 'open', 'in-progress')"
 
 // listIndexSchema creates the tables and triggers for the tickets table t.
 func listIndexSchema(t string) []string {
@@ -75,7 +84,8 @@ func listIndexSchema(t string) []string {
 		return `INSERT INTO ticketd_listing(` + listingColumns + `) VALUES (` + listingValues(row) + `)
 			ON CONFLICT(id) DO UPDATE SET ref = excluded.ref, source_key = excluded.source_key, team = excluded.team,
 			creator = excluded.creator, status = excluded.status, priority = excluded.priority, category = excluded.category,
-			updated = excluded.updated, deleted = excluded.deleted, outbox = excluded.outbox;`
+			updated = excluded.updated, deleted = excluded.deleted, outbox = excluded.outbox, created = excluded.created,
+			creator_type = excluded.creator_type, responded = excluded.responded, breached = excluded.breached;`
 	}
 	// The search row of a ticket shares its listing row's rid.
 	reindex := func(row, when string) string {
@@ -100,7 +110,11 @@ func listIndexSchema(t string) []string {
 			team TEXT NOT NULL, creator TEXT NOT NULL, status TEXT NOT NULL, priority TEXT NOT NULL, category TEXT NOT NULL,
 			updated INTEGER NOT NULL, -- ms since the epoch
 			deleted INTEGER NOT NULL,
-			outbox INTEGER NOT NULL -- events in the document not yet relayed
+			outbox INTEGER NOT NULL, -- events in the document not yet relayed
+			created INTEGER NOT NULL, -- ms since the epoch
+			creator_type TEXT NOT NULL,
+			responded INTEGER NOT NULL, -- firstResponse.respondedAt is set
+			breached INTEGER NOT NULL -- firstResponse.breachedAt is set
 		)`,
 		partial("updated", ""),
 		partial("team", "team, "),
@@ -111,6 +125,8 @@ func listIndexSchema(t string) []string {
 		`CREATE INDEX ticketd_listing_ref ON ticketd_listing(ref)`,
 		`CREATE INDEX ticketd_listing_source_key ON ticketd_listing(source_key)`,
 		`CREATE INDEX ticketd_listing_outbox ON ticketd_listing(rid) WHERE outbox > 0`,
+		// The scheduled jobs' questions are about open tickets, oldest first.
+		`CREATE INDEX ticketd_listing_open ON ticketd_listing(created, id) WHERE ` + openListing,
 		`CREATE TABLE ticketd_counts (
 			team TEXT NOT NULL, status TEXT NOT NULL, priority TEXT NOT NULL, category TEXT NOT NULL,
 			n INTEGER NOT NULL,
@@ -337,6 +353,23 @@ func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, er
 		return nil, 0, fmt.Errorf("list tickets: %w", err)
 	}
 	return tickets, total, nil
+}
+
+// openTickets returns, oldest first, at most limit open tickets (created,
+// open or in progress) that also meet cond, an SQL condition on
+// ticketd_listing's columns ("1" for none).
+func (ix *listIndex) openTickets(ctx context.Context, cond string, limit int) ([]Ticket, error) {
+	tx, err := ix.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, unreadable(err)
+	}
+	defer tx.Rollback()
+	ids, err := queryStrings(ctx, tx, `SELECT id FROM ticketd_listing WHERE `+openListing+` AND `+cond+
+		` ORDER BY created, id LIMIT ?`, limit)
+	if err != nil {
+		return nil, unreadable(err)
+	}
+	return ix.read(ctx, tx, ids)
 }
 
 // read decodes the documents of ids, in that order, without their audit

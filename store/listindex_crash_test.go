@@ -134,17 +134,20 @@ func checkIndexMatchesDocuments(t *testing.T, ctx context.Context, s *Store) int
 			groups[fmt.Sprint(d.TeamID, "|", d.Status, "|", d.Priority, "|", d.Category)]++
 		}
 		want[d.ID.Hex()] = fmt.Sprint(d.RefID, d.SourceKey, d.TeamID, d.CreatorID.Hex(), d.Status, d.Priority, d.Category,
-			d.UpdatedAt.UnixMilli(), del, len(d.Outbox))
+			d.UpdatedAt.UnixMilli(), del, len(d.Outbox), d.CreatedAt.UnixMilli(), d.CreatorType,
+			d.FirstResponse != nil && d.FirstResponse.RespondedAt != nil, d.FirstResponse != nil && d.FirstResponse.BreachedAt != nil)
 		wantText[d.ID.Hex()] = d.Subject + "|" + d.Description
 	}
 	got := map[string]string{}
 	gotText := map[string]string{}
 	eachRow(t, s.index.db, `SELECT l.id, l.ref, l.source_key, l.team, l.creator, l.status, l.priority, l.category, l.updated, l.deleted, l.outbox,
+		l.created, l.creator_type, l.responded = 1, l.breached = 1,
 		s.subject || '|' || s.description FROM ticketd_listing l LEFT JOIN ticketd_search s ON s.rowid = l.rid`, func(r []any) {
 		id := r[0].(string)
-		got[id] = fmt.Sprint(r[1:11]...)
-		if r[11] != nil {
-			gotText[id] = r[11].(string)
+		r[13], r[14] = r[13] == int64(1), r[14] == int64(1)
+		got[id] = fmt.Sprint(r[1:15]...)
+		if r[15] != nil {
+			gotText[id] = r[15].(string)
 		}
 	})
 	if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -93,6 +93,29 @@ func TestIndexListsLikeTheDatabase(t *testing.T) {
 			}
 		}
 	}
+	// The scheduled jobs' questions too.
+	a, _, err := withIndex.OpenTickets(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := withQuery.OpenTickets(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(idsOf(a)) != fmt.Sprint(idsOf(b)) || len(a) == 0 {
+		t.Errorf("open tickets: index %v, database %v", idsOf(a), idsOf(b))
+	}
+	a, err = withIndex.FirstResponseCandidates(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = withQuery.FirstResponseCandidates(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(idsOf(a)) != fmt.Sprint(idsOf(b)) || len(a) == 0 {
+		t.Errorf("first-response candidates: index %v, database %v", idsOf(a), idsOf(b))
+	}
 }
 
 func idsOf(ts []Ticket) []string {
