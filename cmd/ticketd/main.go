@@ -6,6 +6,8 @@
 //	ticketd check-config FILE            validate a configuration file
 //	ticketd deliver [-config FILE]       hand a message on stdin to the daemon (LMTP)
 //	ticketd slack-manifest [-url URL]    print the Slack app manifest
+//	ticketd backup -out FILE             copy the embedded store while it runs
+//	ticketd export / import              move the store's documents as JSON lines
 //	ticketd version                      print the version
 package main
 
@@ -68,6 +70,13 @@ Usage:
                                         LMTP (exit 0 stored, 75 try later, 65/70 refused)
   ticketd slack-manifest [-config FILE] [-mode socket|events] [-url https://HOST]
                                         print the Slack app manifest for the mode
+  ticketd backup -out FILE [-config FILE]
+                                        copy the embedded store's database, also
+                                        while the daemon runs
+  ticketd export [-config FILE] [-out FILE]
+                                        write every document of the store as JSON lines
+  ticketd import [-config FILE] [-force] [-check] FILE|-
+                                        write an export into the store (empty unless -force)
   ticketd version                       print the version
 
 Run "ticketd COMMAND -help" for a command's flags.
@@ -91,6 +100,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cmdDeliver(ctx, args[1:], os.Stdin, stderr, getenv)
 	case "slack-manifest":
 		return cmdSlackManifest(args[1:], stdout, stderr, getenv)
+	case "backup":
+		return cmdBackup(ctx, args[1:], stderr, getenv)
+	case "export":
+		return cmdExport(ctx, args[1:], stdout, stderr, getenv)
+	case "import":
+		return cmdImport(ctx, args[1:], os.Stdin, stderr, getenv)
 	case "version":
 		fmt.Fprintln(stdout, "ticketd", version())
 		return nil
