@@ -298,7 +298,7 @@ func (s *Store) Import(ctx context.Context, r io.ReadSeeker, o ImportOptions) (T
 	}
 	var (
 		done  Transfer
-		batch []mongo.WriteModel
+		batch []bson.Raw
 		lines []int
 		col   string
 		size  int
@@ -307,19 +307,26 @@ func (s *Store) Import(ctx context.Context, r io.ReadSeeker, o ImportOptions) (T
 			if len(batch) == 0 {
 				return nil
 			}
-			_, err := s.db.Collection(col).BulkWrite(ctx, batch, options.BulkWrite().SetOrdered(true))
-			if err != nil {
-				line, wrote := lines[0], 0
-				var bwe mongo.BulkWriteException
-				if errors.As(err, &bwe) && len(bwe.WriteErrors) > 0 {
-					wrote = bwe.WriteErrors[0].Index
-					line = lines[wrote]
-				}
-				return &ImportError{Line: line, Err: fmt.Errorf("write to %s: %w; the %d documents before this line are written: run the import again with replacing allowed to complete it",
-					col, classify(err), done.Documents+int64(wrote))}
+			models := make([]mongo.WriteModel, len(batch))
+			for i, doc := range batch {
+				models[i] = importModel(doc, o.Replace)
 			}
-			for range batch {
-				done.add(col)
+			c := s.db.Collection(col)
+			if _, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true)); err != nil {
+				// Which document was refused? Not every server says (the
+				// embedded one reports every failure at index 0), so the
+				// batch is written again one document at a time.
+				for i, doc := range batch {
+					if err := importOne(ctx, c, doc, o.Replace); err != nil {
+						return &ImportError{Line: lines[i], Err: fmt.Errorf("write to %s: %w; the %d documents before this line are written: run the import again with replacing allowed to complete it",
+							col, classify(err), done.Documents)}
+					}
+					done.add(col)
+				}
+			} else {
+				for range batch {
+					done.add(col)
+				}
 			}
 			batch, lines, size = batch[:0], lines[:0], 0
 			return nil
@@ -343,12 +350,7 @@ func (s *Store) Import(ctx context.Context, r io.ReadSeeker, o ImportOptions) (T
 			}
 			col = l.collection
 		}
-		var m mongo.WriteModel = mongo.NewInsertOneModel().SetDocument(l.document)
-		if o.Replace {
-			m = mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: l.document.Lookup("_id")}}).
-				SetReplacement(l.document).SetUpsert(true)
-		}
-		batch, lines, size = append(batch, m), append(lines, er.line), size+len(l.document)
+		batch, lines, size = append(batch, l.document), append(lines, er.line), size+len(l.document)
 	}
 	if err := flush(); err != nil {
 		return done, fmt.Errorf("import: %w", err)
@@ -360,6 +362,32 @@ func (s *Store) Import(ctx context.Context, r io.ReadSeeker, o ImportOptions) (T
 		return done, fmt.Errorf("import: %w", err)
 	}
 	return done, nil
+}
+
+func importModel(doc bson.Raw, replace bool) mongo.WriteModel {
+	if replace {
+		return mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: doc.Lookup("_id")}}).
+			SetReplacement(doc).SetUpsert(true)
+	}
+	return mongo.NewInsertOneModel().SetDocument(doc)
+}
+
+// importOne writes one document. An insert that finds its very document
+// already there (written by the batch that failed after it) succeeds.
+func importOne(ctx context.Context, c *mongo.Collection, doc bson.Raw, replace bool) error {
+	id := doc.Lookup("_id")
+	if replace {
+		_, err := c.ReplaceOne(ctx, bson.D{{Key: "_id", Value: id}}, doc, options.Replace().SetUpsert(true))
+		return err
+	}
+	_, err := c.InsertOne(ctx, doc)
+	if mongo.IsDuplicateKeyError(err) {
+		stored, ferr := c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Raw()
+		if ferr == nil && bytes.Equal(stored, doc) {
+			return nil
+		}
+	}
+	return err
 }
 
 // checkEmpty refuses a database where any of the store's collections holds
