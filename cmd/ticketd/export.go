@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -51,45 +50,38 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath, getenv)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, cfg, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close(context.WithoutCancel(ctx))
-	if *out == "-" {
-		t, err := st.Export(ctx, stdout)
-		if err != nil {
-			return err
+	return withStore(ctx, *cfgPath, getenv, stderr, func(st *store.Store) error {
+		if *out == "-" {
+			t, err := st.Export(ctx, stdout)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stderr, "exported", describe(t))
+			return nil
 		}
-		fmt.Fprintln(stderr, "exported", describe(t))
+		// Written beside the target and renamed when whole: a failed
+		// export leaves no file that looks like one.
+		f, err := os.CreateTemp(filepath.Dir(*out), ".ticketd-export-*")
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		defer os.Remove(f.Name())
+		t, err := st.Export(ctx, f)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(f.Name(), *out)
+		}
+		if err != nil {
+			return fmt.Errorf("export to %s: %w", *out, err)
+		}
+		fmt.Fprintf(stderr, "exported %s to %s\n", describe(t), *out)
 		return nil
-	}
-	// Written beside the target and renamed when whole: a failed export
-	// leaves no file that looks like one.
-	f, err := os.CreateTemp(filepath.Dir(*out), ".ticketd-export-*")
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	defer os.Remove(f.Name())
-	t, err := st.Export(ctx, f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), *out)
-	}
-	if err != nil {
-		return fmt.Errorf("export to %s: %w", *out, err)
-	}
-	fmt.Fprintf(stderr, "exported %s to %s\n", describe(t), *out)
-	return nil
+	})
 }
 
 func cmdImport(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer, getenv func(string) string) error {
@@ -97,15 +89,8 @@ func cmdImport(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 	cfgPath := fs.String("config", "", "the configuration file of the store to import into")
 	force := fs.Bool("force", false, "import into a store that has documents: those with the same _id are replaced, others kept (importing the same file again changes nothing)")
 	check := fs.Bool("check", false, "only read the file and report what would be imported; open no store")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlagsAndOneArg(fs, args); err != nil {
+		return err
 	}
 	in, cleanup, err := openImport(fs.Arg(0), stdin)
 	if err != nil {
@@ -120,24 +105,17 @@ func cmdImport(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 		fmt.Fprintln(stderr, fs.Arg(0)+": ok,", describe(t))
 		return nil
 	}
-	cfg, err := loadConfig(*cfgPath, getenv)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, cfg, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close(context.WithoutCancel(ctx))
-	t, err := st.Import(ctx, in, store.ImportOptions{Replace: *force})
-	if errors.Is(err, store.ErrNotEmpty) {
-		return fmt.Errorf("%w (-force)", err)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", fs.Arg(0), err)
-	}
-	fmt.Fprintln(stderr, "imported", describe(t))
-	return nil
+	return withStore(ctx, *cfgPath, getenv, stderr, func(st *store.Store) error {
+		t, err := st.Import(ctx, in, store.ImportOptions{Replace: *force})
+		if errors.Is(err, store.ErrNotEmpty) {
+			return fmt.Errorf("%w (-force)", err)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", fs.Arg(0), err)
+		}
+		fmt.Fprintln(stderr, "imported", describe(t))
+		return nil
+	})
 }
 
 // openImport opens the file to import; standard input ("-") is copied to
@@ -167,15 +145,26 @@ func openImport(name string, stdin io.Reader) (io.ReadSeeker, func(), error) {
 	return f, cleanup, nil
 }
 
-func openStore(ctx context.Context, cfg Config, stderr io.Writer) (*store.Store, error) {
+// withStore runs fn on the store the configuration file names, and
+// closes it.
+func withStore(ctx context.Context, cfgPath string, getenv func(string) string, stderr io.Writer, fn func(*store.Store) error) error {
+	cfg, err := loadConfig(cfgPath, getenv)
+	if err != nil {
+		return err
+	}
 	// The store's progress lines (info) would mix with the command's report.
 	if strings.EqualFold(cfg.Log.Level, "info") {
 		cfg.Log.Level = "warn"
 	}
-	return store.Open(ctx, store.OpenOptions{
+	st, err := store.Open(ctx, store.OpenOptions{
 		URI: cfg.Store.URI, Database: cfg.Store.Database, DataDir: cfg.DataDir, Logger: cfg.logger(stderr),
 		Limits: store.Limits{MaxSubject: cfg.Tickets.MaxSubject, MaxDescription: cfg.Tickets.MaxDescription},
 	})
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.WithoutCancel(ctx))
+	return fn(st)
 }
 
 // describe says how many documents of each collection moved.

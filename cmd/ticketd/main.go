@@ -143,6 +143,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseFlagsAndOneArg parses flags followed by exactly one argument.
+func parseFlagsAndOneArg(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
 func cmdToken(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlags("token", "token -role customer|admin [-sub ID] [-team T] [-ttl 24h] [-config FILE]", stderr)
 	role := fs.String("role", "", "customer or admin (required)")
@@ -188,15 +203,8 @@ func cmdToken(args []string, stdout, stderr io.Writer, getenv func(string) strin
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlags("check-config", "check-config FILE", stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlagsAndOneArg(fs, args); err != nil {
+		return err
 	}
 	if _, err := loadConfig(fs.Arg(0), getenv); err != nil {
 		return err
