@@ -358,9 +358,7 @@ func (s *Store) Import(ctx context.Context, r io.ReadSeeker, o ImportOptions) (T
 	if done.Documents != want.Documents {
 		return done, fmt.Errorf("import: wrote %d documents, the export has %d: it changed while being imported", done.Documents, want.Documents)
 	}
-	if err := s.reloadCaches(ctx); err != nil {
-		return done, fmt.Errorf("import: %w", err)
-	}
+	s.dropCaches()
 	return done, nil
 }
 
@@ -406,15 +404,12 @@ func (s *Store) checkEmpty(ctx context.Context) error {
 	return nil
 }
 
-// reloadCaches drops what the embedded store keeps in memory about the
-// documents, since the import wrote past it.
-func (s *Store) reloadCaches(ctx context.Context) error {
-	if !s.serial {
-		return nil
+// dropCaches drops what the embedded store keeps in memory about the
+// documents, since the import wrote past it. (Its listing index needs
+// nothing: SQLite triggers keep it in step with every write.)
+func (s *Store) dropCaches() {
+	if s.serial {
+		s.recent = newRecentTickets(1024)
+		s.customersByEmail = newLRU[string, Customer](10000)
 	}
-	s.recent = newRecentTickets(1024)
-	s.customersByEmail = newLRU[string, Customer](10000)
-	var err error
-	s.catalog, err = s.loadCatalog(ctx)
-	return err
 }

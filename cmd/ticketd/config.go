@@ -31,6 +31,8 @@ type Config struct {
 	Log     LogConfig     `yaml:"log"`
 	Email   EmailConfig   `yaml:"email"`
 	Slack   SlackConfig   `yaml:"slack"`
+	// Webhooks are signed POSTs of ticket changes to API clients.
+	Webhooks WebhooksConfig `yaml:"webhooks"`
 }
 
 // StoreConfig says where tickets live.
@@ -94,6 +96,7 @@ func (c Config) sinks() []string {
 	if c.Slack.Enabled {
 		sinks = append(sinks, slackout.Sink)
 	}
+	sinks = append(sinks, c.Webhooks.sinks()...)
 	return sinks
 }
 
@@ -155,6 +158,9 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		cfg.Auth.JWTSecret = v
 	}
 	if err := applySlackEnv(&cfg.Slack, getenv); err != nil {
+		return err
+	}
+	if err := applyWebhookEnv(&cfg.Webhooks, getenv); err != nil {
 		return err
 	}
 	return applyEmailEnv(&cfg.Email, getenv)
@@ -240,6 +246,7 @@ func (c *Config) validate() error {
 	}
 	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
 	c.Slack.validate(bad, line, c.Tickets.Categories, c.HTTP.ShutdownTimeout)
+	c.Webhooks.validate(bad, line, c.HTTP.ShutdownTimeout)
 	return errors.Join(errs...)
 }
 

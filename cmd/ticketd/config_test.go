@@ -23,6 +23,7 @@ func TestExampleConfigIsCompleteAndValid(t *testing.T) {
 	}
 	def := defaultConfig()
 	cfg.Email, def.Email = EmailConfig{}, EmailConfig{} // the bridges fill their own defaults; only listed here
+	cfg.Webhooks, def.Webhooks = WebhooksConfig{}, WebhooksConfig{}
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("example values differ from the defaults:\n example %+v\ndefaults %+v", cfg, defaultConfig())
 	}

@@ -8,6 +8,7 @@
 //	ticketd slack-manifest [-url URL]    print the Slack app manifest
 //	ticketd backup -out FILE             copy the embedded store while it runs
 //	ticketd export / import              move the store's documents as JSON lines
+//	ticketd webhook-verify ... < BODY    check a received webhook's signature
 //	ticketd version                      print the version
 package main
 
@@ -77,6 +78,8 @@ Usage:
                                         write every document of the store as JSON lines
   ticketd import [-config FILE] [-force] [-check] FILE|-
                                         write an export into the store (empty unless -force)
+  ticketd webhook-verify [-secret-file FILE] (-headers FILE | -id ID -timestamp TS -signature SIG) < BODY
+                                        check a received webhook's signature (exit 0 valid, 1 not)
   ticketd version                       print the version
 
 Run "ticketd COMMAND -help" for a command's flags.
@@ -106,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cmdExport(ctx, args[1:], stdout, stderr, getenv)
 	case "import":
 		return cmdImport(ctx, args[1:], os.Stdin, stderr, getenv)
+	case "webhook-verify":
+		return cmdWebhookVerify(args[1:], os.Stdin, stdout, stderr, getenv)
 	case "version":
 		fmt.Fprintln(stdout, "ticketd", version())
 		return nil

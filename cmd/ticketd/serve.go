@@ -116,6 +116,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 		return err
 	}
 	slackDesk.start(workCtx, &workers, reg)
+	if err := startWebhooks(workCtx, &workers, cfg.Webhooks, st, log, reg); err != nil {
+		return err
+	}
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
 		return st.RunRelay(ctx, cfg.Outbox.SweepInterval)
 	})
