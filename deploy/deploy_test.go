@@ -208,6 +208,13 @@ func TestContainerRecipe(t *testing.T) {
 		t.Errorf("EXPOSE %v, want http.listen's port %s", e, port)
 	}
 
+	// A developer's embedded store (the default dataDir, ./data) stays out
+	// of the build context.
+	ignore, err := os.ReadFile("Containerfile.dockerignore")
+	if err != nil || !regexp.MustCompile(`(?m)^/?data/?$`).Match(ignore) {
+		t.Errorf("Containerfile.dockerignore does not leave out ./data: %v", err)
+	}
+
 	// The daemon's own loader accepts the image's configuration.
 	b, err := exec.Command(ticketd, "check-config", "container.yaml").CombinedOutput()
 	if err != nil || !strings.Contains(string(b), "ok") {
