@@ -53,7 +53,10 @@ func filledEmbedded(t *testing.T) *store.Store {
 		high := store.PriorityHigh
 		_, err = s.UpdateTicket(ctx, tk.ID, store.AllTickets, store.TicketUpdate{Priority: &high}, by)
 		must(err)
-		data := bytes.Repeat([]byte{byte(i), 0, 0xff}, store.ChunkBytes/2) // two pieces
+		data := []byte{byte(i), 0, 0xff}
+		if i == 0 {
+			data = bytes.Repeat(data, store.ChunkBytes/3+1) // two pieces
+		}
 		must(s.WriteAttachment(ctx, store.Attachment{ID: bson.NewObjectID(), Filename: "scan.pdf", ContentType: "application/pdf"}, tk.ID, bytes.NewReader(data)))
 	}
 	_, err = s.RelayAll(ctx)
@@ -116,16 +119,37 @@ func documentLines(t *testing.T, export []byte) string {
 	return string(rest)
 }
 
-// An embedded store exported and imported into a fresh store (a real
-// MongoDB when MONGODB_URI is set) comes back byte for byte, and works.
-func TestExportImportRoundTrip(t *testing.T) {
-	ctx := context.Background()
+// exported is a filled embedded store and its export, shared by the
+// subtests, which only read them.
+type exported struct {
+	src  *store.Store
+	sent store.Transfer
+	exp  []byte
+}
+
+// TestExportImport fills one embedded store and exports it once; each
+// subtest imports that export into a fresh store of its own.
+func TestExportImport(t *testing.T) {
 	src := filledEmbedded(t)
-	var exp bytes.Buffer
-	sent, err := src.Export(ctx, &exp)
+	var buf bytes.Buffer
+	sent, err := src.Export(context.Background(), &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e := exported{src: src, sent: sent, exp: buf.Bytes()}
+	t.Run("round trip", func(t *testing.T) { testRoundTrip(t, e) })
+	t.Run("lines are one document each", func(t *testing.T) { testLinesAreOneDocumentEach(t, e) })
+	t.Run("refuses a non-empty store unless replacing", func(t *testing.T) { testRefusesNonEmpty(t, e) })
+	t.Run("refuses bad input wholly", func(t *testing.T) { testRefusesBadInput(t, e) })
+	t.Run("stops at a refused document", func(t *testing.T) { testStopsAtARefusedDocument(t, e) })
+}
+
+// An embedded store exported and imported into a fresh store (a real
+// MongoDB when MONGODB_URI is set) comes back byte for byte, and works.
+func testRoundTrip(t *testing.T, e exported) {
+	ctx := context.Background()
+	src, sent := e.src, e.sent
+	exp := bytes.NewBuffer(e.exp)
 	// The collections this test fills; one added to the store later is
 	// exported all the same, and named here until the test fills it.
 	filled := []string{"tickets", "customers", "agents", "counters", "keys", "outbox", "mailboxes",
@@ -138,7 +162,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 			t.Errorf("the filled store has no %s document", col)
 		}
 	}
-	if checked, err := store.CheckExport(bytes.NewReader(exp.Bytes())); err != nil || checked.Documents != sent.Documents {
+	if checked, err := store.CheckExport(bytes.NewReader(e.exp)); err != nil || checked.Documents != sent.Documents {
 		t.Fatalf("check: %+v %v, exported %d", checked, err, sent.Documents)
 	}
 
@@ -181,12 +205,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 }
 
 // Importing again needs Replace, and then changes nothing.
-func TestImportRefusesANonEmptyStoreUnlessReplacing(t *testing.T) {
+func testRefusesNonEmpty(t *testing.T, e exported) {
 	ctx := context.Background()
-	var exp bytes.Buffer
-	if _, err := filledEmbedded(t).Export(ctx, &exp); err != nil {
-		t.Fatal(err)
-	}
+	exp := bytes.NewBuffer(e.exp)
 	dst := storetest.Open(t)
 	if _, err := dst.Import(ctx, bytes.NewReader(exp.Bytes()), store.ImportOptions{}); err != nil {
 		t.Fatal(err)
@@ -211,12 +232,9 @@ func TestImportRefusesANonEmptyStoreUnlessReplacing(t *testing.T) {
 }
 
 // Bad input is refused with its line number, and nothing is written.
-func TestImportRefusesBadInputWholly(t *testing.T) {
+func testRefusesBadInput(t *testing.T, e exported) {
 	ctx := context.Background()
-	var exp bytes.Buffer
-	if _, err := filledEmbedded(t).Export(ctx, &exp); err != nil {
-		t.Fatal(err)
-	}
+	exp := bytes.NewBuffer(e.exp)
 	lines := strings.SplitAfter(strings.TrimSuffix(exp.String(), "\n"), "\n")
 	n := len(lines)
 	with := func(i int, line string) string {
@@ -255,13 +273,9 @@ func TestImportRefusesBadInputWholly(t *testing.T) {
 
 // Export holds one document at a time: its lines are bounded by the
 // largest document, not by the database.
-func TestExportLinesAreOneDocumentEach(t *testing.T) {
-	var exp bytes.Buffer
-	sent, err := filledEmbedded(t).Export(context.Background(), &exp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(&exp)
+func testLinesAreOneDocumentEach(t *testing.T, e exported) {
+	sent := e.sent
+	sc := bufio.NewScanner(bytes.NewReader(e.exp))
 	sc.Buffer(nil, store.MaxExportLine)
 	lines := 0
 	for sc.Scan() {
@@ -277,12 +291,9 @@ func TestExportLinesAreOneDocumentEach(t *testing.T) {
 
 // A document the database refuses while writing stops the import at its
 // line, saying how much was written; nothing is skipped silently.
-func TestImportStopsAtARefusedDocument(t *testing.T) {
+func testStopsAtARefusedDocument(t *testing.T, e exported) {
 	ctx := context.Background()
-	var exp bytes.Buffer
-	if _, err := filledEmbedded(t).Export(ctx, &exp); err != nil {
-		t.Fatal(err)
-	}
+	exp := bytes.NewBuffer(e.exp)
 	dst := storetest.Open(t)
 	// Another ticket already holds the second exported ticket's source
 	// key, which is unique.
