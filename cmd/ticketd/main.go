@@ -6,6 +6,8 @@
 //	ticketd check-config FILE            validate a configuration file
 //	ticketd deliver [-config FILE]       hand a message on stdin to the daemon (LMTP)
 //	ticketd slack-manifest [-url URL]    print the Slack app manifest
+//	ticketd backup -out FILE             copy the embedded store while it runs
+//	ticketd export / import              move the store's documents as JSON lines
 //	ticketd webhook-verify ... < BODY    check a received webhook's signature
 //	ticketd version                      print the version
 package main
@@ -18,7 +20,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -70,6 +71,13 @@ Usage:
                                         LMTP (exit 0 stored, 75 try later, 65/70 refused)
   ticketd slack-manifest [-config FILE] [-mode socket|events] [-url https://HOST]
                                         print the Slack app manifest for the mode
+  ticketd backup -out FILE [-config FILE]
+                                        copy the embedded store's database, also
+                                        while the daemon runs
+  ticketd export [-config FILE] [-out FILE]
+                                        write every document of the store as JSON lines
+  ticketd import [-config FILE] [-force] [-check] FILE|-
+                                        write an export into the store (empty unless -force)
   ticketd webhook-verify [-secret-file FILE] (-headers FILE | -id ID -timestamp TS -signature SIG) < BODY
                                         check a received webhook's signature (exit 0 valid, 1 not)
   ticketd version                       print the version
@@ -95,6 +103,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return cmdDeliver(ctx, args[1:], os.Stdin, stderr, getenv)
 	case "slack-manifest":
 		return cmdSlackManifest(args[1:], stdout, stderr, getenv)
+	case "backup":
+		return cmdBackup(ctx, args[1:], stderr, getenv)
+	case "export":
+		return cmdExport(ctx, args[1:], stdout, stderr, getenv)
+	case "import":
+		return cmdImport(ctx, args[1:], os.Stdin, stderr, getenv)
 	case "webhook-verify":
 		return cmdWebhookVerify(args[1:], os.Stdin, stdout, stderr, getenv)
 	case "version":
@@ -128,6 +142,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+// parseFlagsAndOneArg parses flags followed by exactly one argument.
+func parseFlagsAndOneArg(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() != 1 {
 		fs.Usage()
 		return errUsage
 	}
@@ -179,36 +208,12 @@ func cmdToken(args []string, stdout, stderr io.Writer, getenv func(string) strin
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := newFlags("check-config", "check-config FILE", stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlagsAndOneArg(fs, args); err != nil {
+		return err
 	}
 	if _, err := loadConfig(fs.Arg(0), getenv); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
 	return nil
-}
-
-func version() string {
-	v := "(devel)"
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v
-	}
-	if bi.Main.Version != "" {
-		v = bi.Main.Version
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
-		}
-	}
-	return v + " " + bi.GoVersion
 }
