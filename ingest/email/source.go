@@ -183,6 +183,7 @@ type Options struct {
 	DenyDomains         []string `yaml:"denyDomains"`
 	// RateLimitPerHour caps new tickets per sender per hour (replies to
 	// existing tickets are not limited); 0 means 20, negative means no limit.
+	// The store keeps the count, per clock hour, for every daemon together.
 	RateLimitPerHour int `yaml:"rateLimitPerHour"`
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff (with
@@ -200,8 +201,6 @@ type Options struct {
 
 	// Logger; nil means slog.Default(). A component attribute is added.
 	Logger *slog.Logger `yaml:"-"`
-	// Now is the clock (rate limiting); nil means time.Now.
-	Now func() time.Time `yaml:"-"`
 }
 
 func (o *Options) idle() bool { return o.Idle == nil || *o.Idle }
@@ -358,9 +357,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-	if o.Now == nil {
-		o.Now = time.Now
 	}
 }
 
