@@ -23,4 +23,7 @@ var (
 	// ErrLeaseLost: the lease expired and another owner (or a newer
 	// acquisition) took it; work under the old token must stop.
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrClaimLost: a delivery's claim ran out and it was claimed again;
+	// the old claimant must leave it to the new one.
+	ErrClaimLost = errors.New("delivery claim lost")
 )
