@@ -149,7 +149,7 @@ func (s *Store) Limits() Limits { return s.limits }
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colRateSlots}
+		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colLeases, colRateSlots}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which
@@ -181,6 +181,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		s.agents:             {{"email", bson.D{asc("email")}, false}},
 		s.col(colQuarantine): {{"received", bson.D{desc("receivedAt")}, false}},
 		s.col(colIgnored):    {{"at", bson.D{desc("at")}, false}},
+		s.col(colLeases):     {{"name_token", bson.D{asc("name"), desc("token")}, false}},
 		s.outbox: {
 			{"sink_state_next", bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}, false},
 			{"sink_ticket_state_seq", bson.D{asc("sink"), asc("ticketId"), asc("state"), asc("seq")}, false},
