@@ -199,9 +199,16 @@ type Options struct {
 	// never count.
 	MaxDeliveryAttempts int `yaml:"maxDeliveryAttempts"`
 
+	// MailboxLeaseTTL is how long a mailbox stays with a daemon that died
+	// before another daemon of the deployment takes it over (see lease.go);
+	// renewed every third of it. Default DefaultMailboxLeaseTTL.
+	MailboxLeaseTTL time.Duration `yaml:"mailboxLeaseTTL"`
+
 	// Logger; nil means slog.Default(). A component attribute is added.
 	Logger *slog.Logger `yaml:"-"`
 }
+
+func (o *Options) leaseRenew() time.Duration { return o.MailboxLeaseTTL / 3 }
 
 func (o *Options) idle() bool { return o.Idle == nil || *o.Idle }
 
@@ -271,6 +278,9 @@ func (o *Options) Validate() error {
 		if v < 0 {
 			bad(key, "%d is negative (0 means the default)", v)
 		}
+	}
+	if o.MailboxLeaseTTL < 0 {
+		bad("mailboxLeaseTTL", "%s is negative (0 means %s)", o.MailboxLeaseTTL, DefaultMailboxLeaseTTL)
 	}
 	switch o.UnknownSenderPolicy {
 	case "", PolicyCreate, PolicyReject:
@@ -355,6 +365,9 @@ func (o *Options) setDefaults() {
 	if o.MaxDeliveryAttempts == 0 {
 		o.MaxDeliveryAttempts = DefaultMaxDeliveryAttempts
 	}
+	if o.MailboxLeaseTTL == 0 {
+		o.MailboxLeaseTTL = DefaultMailboxLeaseTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -385,6 +398,7 @@ func checkPlainRemote(a *Account, remote net.Addr) error {
 type Store interface {
 	TicketWriter
 	MailboxStates
+	MailboxLeases
 	// Ready fails while the store cannot be reached or refuses writes
 	// (disk full): then a failed delivery is the store's, not the mail's.
 	Ready(ctx context.Context) error
@@ -506,6 +520,7 @@ type worker struct {
 	id      string // the MailboxState id: account/mailbox
 	log     *slog.Logger
 	wake    chan struct{}
+	ls      workerState // the mailbox lease (lease.go)
 
 	// attempts counts failed deliveries per UID that are the message's
 	// fault (see refusedMail), so a message the store keeps refusing is
@@ -536,7 +551,8 @@ func (w *worker) poke() {
 	}
 }
 
-func (w *worker) run(ctx context.Context) {
+// read reads the mailbox, reconnecting with backoff, until ctx ends.
+func (w *worker) read(ctx context.Context) {
 	delay := w.src.opts.ReconnectMin
 	for ctx.Err() == nil {
 		w.healthy = false
