@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ticketd/ticketd/api"
+	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -77,8 +79,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 		JWTSecret: secret, Categories: cfg.Tickets.Categories, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		RequestTimeout: cfg.HTTP.RequestTimeout, Registry: reg,
 	}
-	if slackDesk != nil {
-		apiOpts.Components = slackDesk.components
+	// The mail source starts after the API is made: /readyz finds it here.
+	var reader atomic.Pointer[emailin.Source]
+	if slackDesk != nil || (cfg.Email.Enabled && len(cfg.Email.Inbound.Accounts) > 0) {
+		apiOpts.Components = func() []api.ComponentStatus {
+			var c []api.ComponentStatus
+			if slackDesk != nil {
+				c = append(c, slackDesk.components()...)
+			}
+			if src := reader.Load(); src != nil {
+				c = append(c, mailboxComponents(src)...)
+			}
+			return c
+		}
 	}
 	apiSrv, err := api.New(st, apiOpts, log)
 	if err != nil {
@@ -112,9 +125,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	if joined.Changed {
 		log.Warn("the deployment's notification sinks changed; this daemon's configuration is now the deployment's", "from", joined.Previous, "to", sinks)
 	}
-	if err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg); err != nil {
+	source, err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg)
+	if err != nil {
 		return err
 	}
+	reader.Store(source)
 	slackDesk.start(workCtx, &workers, reg)
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
 		return st.RunRelay(ctx, cfg.Outbox.SweepInterval)
