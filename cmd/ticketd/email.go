@@ -12,8 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/api"
+	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/internal/replytoken"
 	"github.com/ticketd/ticketd/notify"
 	emailout "github.com/ticketd/ticketd/notify/email"
