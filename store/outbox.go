@@ -289,9 +289,11 @@ func (s *Store) repairHeads(ctx context.Context) error {
 }
 
 // RunRelay relays events as writes signal them, and sweeps all tickets at
-// start and every sweepEvery, until ctx ends; it also keeps this daemon's
-// heartbeat (DaemonHeartbeat). Errors are logged and retried by the next
-// sweep. It fails at once with ErrNotJoined before JoinDeployment.
+// start and every sweepEvery (never again when sweepEvery <= 0: a
+// scheduled job sweeps, once across daemons), until ctx ends; it also
+// keeps this daemon's heartbeat (DaemonHeartbeat). Errors are logged and
+// retried by the next sweep. It fails at once with ErrNotJoined before
+// JoinDeployment.
 func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
 	if _, ok := s.Sinks(); !ok {
 		return fmt.Errorf("relay: %w", ErrNotJoined)
@@ -305,15 +307,19 @@ func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
 		}
 	}
 	sweep()
-	tick := time.NewTicker(sweepEvery)
-	defer tick.Stop()
+	var sweeps <-chan time.Time
+	if sweepEvery > 0 {
+		tick := time.NewTicker(sweepEvery)
+		defer tick.Stop()
+		sweeps = tick.C
+	}
 	beat := time.NewTicker(DaemonHeartbeat)
 	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-sweeps:
 			sweep()
 		case <-beat.C:
 			if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {

@@ -149,7 +149,7 @@ func (s *Store) Limits() Limits { return s.limits }
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colLeases, colRateSlots}
+		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colLeases, colJobRuns, colJobs, colRateSlots}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which
@@ -176,6 +176,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			{"team_updated", bson.D{asc("teamId"), desc("updatedAt")}, false},
 			{"updated", bson.D{desc("updatedAt")}, false},
 			{"refId", bson.D{asc("refId")}, false},
+			{"status_updated", bson.D{asc("status"), asc("updatedAt")}, false}, // IdleResolvedTickets
 		},
 		s.customers:          {{"email", bson.D{asc("email")}, false}},
 		s.agents:             {{"email", bson.D{asc("email")}, false}},
@@ -185,7 +186,9 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		s.outbox: {
 			{"sink_state_next", bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}, false},
 			{"sink_ticket_state_seq", bson.D{asc("sink"), asc("ticketId"), asc("state"), asc("seq")}, false},
+			{"state_created", bson.D{asc("state"), asc("createdAt")}, false}, // Deliveries, Prune
 		},
+		s.col(colJobRuns): {{"slot", bson.D{asc("slot")}, false}},
 	}
 	for col, specs := range idx {
 		// Create only the indexes that are missing: the embedded server

@@ -31,6 +31,7 @@ type Config struct {
 	Log     LogConfig     `yaml:"log"`
 	Email   EmailConfig   `yaml:"email"`
 	Slack   SlackConfig   `yaml:"slack"`
+	Jobs    JobsConfig    `yaml:"jobs"`
 }
 
 // StoreConfig says where tickets live.
@@ -110,6 +111,7 @@ func defaultConfig() Config {
 		Outbox:  OutboxConfig{SweepInterval: time.Minute},
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Slack:   defaultSlackConfig(),
+		Jobs:    defaultJobsConfig(),
 	}
 }
 
@@ -240,6 +242,7 @@ func (c *Config) validate() error {
 	}
 	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
 	c.Slack.validate(bad, line, c.Tickets.Categories, c.HTTP.ShutdownTimeout)
+	c.Jobs.validate(bad)
 	return errors.Join(errs...)
 }
 

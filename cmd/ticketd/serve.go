@@ -93,6 +93,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 			return c
 		}
 	}
+	sched, err := newScheduler(cfg, st, log, reg, daemonJobs(cfg, st, log))
+	if err != nil {
+		return err
+	}
+	apiOpts.Jobs = jobStatuses(sched, st, time.Now)
 	apiSrv, err := api.New(st, apiOpts, log)
 	if err != nil {
 		return err
@@ -132,8 +137,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	reader.Store(source)
 	slackDesk.start(workCtx, &workers, reg)
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
-		return st.RunRelay(ctx, cfg.Outbox.SweepInterval)
+		return st.RunRelay(ctx, cfg.relaySweep())
 	})
+	sched.Start()
 
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -157,6 +163,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	if err := httpSrv.Shutdown(hctx); err != nil {
 		log.Error("http shutdown incomplete", "err", err)
 	}
+	stopJobs(ctx, sched, cfg.HTTP.ShutdownTimeout, log)
 	stopWork()
 	done := make(chan struct{})
 	go func() { workers.Wait(); close(done) }()
