@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/ticketd/ticketd/internal/testwait"
+	"github.com/ticketd/ticketd/internal/upkeep"
 	"github.com/ticketd/ticketd/notify/email/smtptest"
 	"github.com/ticketd/ticketd/store"
 	"github.com/ticketd/ticketd/store/storetest"
@@ -42,7 +45,10 @@ email:
     smtp: {host: 127.0.0.1, port: %d, security: plain, timeout: 2s}
     backoffBase: 100ms
     lease: 3s
-    pollInterval: 200ms
+    pollInterval: 1s
+jobs:
+  leaseTTL: 10s
+  outboxSweep: {schedule: "@every 3s"}
 `, filepath.Join(dir, "data"), uri, db, strings.Repeat("k", 32), imapPort, smtpPort)
 }
 
@@ -96,10 +102,6 @@ func TestThreeDaemonsOneStore(t *testing.T) {
 	bin := filepath.Join(dir, "ticketd")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
-	}
-	type daemon struct {
-		base string
-		proc *exec.Cmd
 	}
 	var daemons []daemon
 	for i := range 3 {
@@ -220,21 +222,70 @@ Question number %[1]d.
 	if len(byID) != mails || len(replied) != mails {
 		t.Errorf("%d distinct notifications answering %d distinct mails, want %d and %d", len(byID), len(replied), mails, mails)
 	}
-	// ---- JOBS CHECK (for the coordinator, once jobs run in cmd): every
-	// scheduled slot of a short-interval job has exactly one run record
-	// across the three daemons, the killed one included. ----
+	checkJobRanOnce(t, st, old.Owner, survivors[0].base, survivors[1].base)
 	t.Logf("3 daemons, one killed at %d tickets: %d mails -> %d tickets and %d acknowledgements (%d sent twice) in %s; mailbox taken over %s after the kill (lease TTL 3s)",
 		atKill, mails, tickets(), len(byID), dups, elapsed.Round(time.Millisecond), takeover.Round(time.Millisecond))
 	// ---- DUPLICATES: reported, not failed, for now. A kill -9 may resend
 	// the one message in flight (same Message-ID). More than that comes from
 	// claims racing on the embedded server, whose findAndModify is not
-	// atomic between clients (measured: 70 of 300 sent twice): two daemons
-	// claim the same delivery. Once ClaimDelivery decides a claim by a
-	// unique insert (see the report of branch multi), tighten this to
-	// dups <= 1. ----
+	// atomic between clients (measured: 70 to 125 of 300 sent more than
+	// once): two daemons claim the same delivery. Once ClaimDelivery
+	// decides a claim by a unique insert (see the report of branch multi),
+	// tighten this to dups <= 1. ----
 	if dups > 0 {
 		t.Logf("%d notifications sent more than once", dups)
 	}
+}
+
+type daemon struct {
+	base string
+	proc *exec.Cmd
+}
+
+// checkJobRanOnce checks that each slot of the outbox sweep (every 3 s)
+// ran on one daemon of the three: one run record per slot, each finished
+// but the killed daemon's (owner killed) last, which may have died
+// running; and that the slots were contended (the survivors were turned
+// away from slots another daemon held or had run), so that once is the
+// store's doing, not chance.
+func checkJobRanOnce(t *testing.T, st *store.Store, killed string, survivors ...string) {
+	t.Helper()
+	cur, err := st.Database().Collection("jobRuns").Find(context.Background(), bson.D{{Key: "job", Value: upkeep.OutboxSweepJob}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs []store.JobRun
+	if err := cur.All(context.Background(), &runs); err != nil {
+		t.Fatal(err)
+	}
+	slots, holders, unfinished := map[time.Time]int{}, map[string]int{}, 0
+	for _, r := range runs {
+		slots[r.Slot]++
+		holders[r.Holder]++
+		if r.Outcome != store.JobOK {
+			if r.Holder != killed || r.Outcome != store.JobRunning {
+				t.Errorf("run %s by %s: %s %s", r.ID, r.Holder, r.Outcome, r.Error)
+			}
+			unfinished++
+		}
+	}
+	for slot, n := range slots {
+		if n != 1 {
+			t.Errorf("slot %s ran %d times", slot, n)
+		}
+	}
+	turnedAway := 0
+	held := regexp.MustCompile(`ticketd_job_runs_total\{job="` + upkeep.OutboxSweepJob + `",outcome="(?:held|already-ran)"\} (\d+)`)
+	for _, base := range survivors {
+		for _, m := range held.FindAllStringSubmatch(string(scrape(t, base)), -1) {
+			n, _ := strconv.Atoi(m[1])
+			turnedAway += n
+		}
+	}
+	if len(runs) < 3 || unfinished > 1 || turnedAway == 0 {
+		t.Errorf("%d runs of the outbox sweep by %d daemons, %d unfinished, survivors turned away %d times; want several runs, at most the killed daemon's unfinished, and contention", len(runs), len(holders), unfinished, turnedAway)
+	}
+	t.Logf("outbox sweep: %d slots, each run once, by %d daemons; survivors turned away from a slot %d times", len(slots), len(holders), turnedAway)
 }
 
 // imapLease is the mailbox's lease among ls.
