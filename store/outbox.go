@@ -339,6 +339,9 @@ func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
 // Delivery.Claim, which completing, retrying or killing it checks.
 // ErrNotFound when none is due.
 func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Duration) (*Delivery, error) {
+	if !s.serial {
+		return s.claimShared(ctx, sink, lease) // claimshared.go
+	}
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
 	now := s.nowUTC()

@@ -54,7 +54,9 @@ func (s *Store) TakeRateSlot(ctx context.Context, key string, limit int, window 
 	now := s.nowUTC()
 	start := now.Truncate(window)
 	until := start.Add(window)
-	s.sweepRateSlots(ctx, now, window)
+	// The collection holds only the current windows' slots (and, until the
+	// next sweep, the last ones).
+	s.rateSweep.run(ctx, s, colRateSlots, now, window)
 	prefix := "rate:" + key + ":" + strconv.FormatInt(start.UnixMilli(), 10) + ":"
 	col := s.col(colRateSlots)
 	// A window found full once is marked, so that a flood from one sender
@@ -98,24 +100,4 @@ func (s *Store) ReturnRateSlot(ctx context.Context, slot RateSlot) error {
 		}
 	}
 	return nil
-}
-
-// sweepRateSlots deletes the slots of ended windows, at most once per
-// window per Store: the collection holds only the current windows' slots
-// (and, until the next sweep, the last ones). A failed sweep is logged and
-// tried again next window; it costs space, not correctness.
-func (s *Store) sweepRateSlots(ctx context.Context, now time.Time, window time.Duration) {
-	s.rateSweepMu.Lock()
-	due := now.Sub(s.rateSweptAt) >= window
-	if due {
-		s.rateSweptAt = now
-	}
-	s.rateSweepMu.Unlock()
-	if !due {
-		return
-	}
-	_, err := s.col(colRateSlots).DeleteMany(ctx, bson.D{{Key: "until", Value: bson.D{{Key: "$lte", Value: now}}}})
-	if err != nil {
-		s.log.Warn("deleting ended rate-limit windows failed; will retry", "err", classify(err))
-	}
 }

@@ -14,12 +14,13 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// sharedPair opens two Stores on one database, as two daemons do: on the
+// sharedStores opens n Stores on one database, as n daemons do: on the
 // embedded server (started here, shared through its URI) or on MONGODB_URI.
-func sharedPair(t *testing.T, now func() time.Time) (*Store, *Store) {
+// now nil keeps the real clock.
+func sharedStores(t *testing.T, n int, now func() time.Time) []*Store {
 	t.Helper()
 	ctx := context.Background()
-	uri, db := os.Getenv("MONGODB_URI"), fmt.Sprintf("ticketd_pair_%d", time.Now().UnixNano())
+	uri, db := os.Getenv("MONGODB_URI"), fmt.Sprintf("ticketd_shared_%d", time.Now().UnixNano())
 	if uri == "" {
 		u, stop, err := startEmbedded(ctx, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
@@ -28,10 +29,15 @@ func sharedPair(t *testing.T, now func() time.Time) (*Store, *Store) {
 		t.Cleanup(func() { stop(context.Background()) })
 		uri = u
 	}
-	a, b := openShared(t, uri, db), openShared(t, uri, db)
-	t.Cleanup(func() { a.db.Drop(context.Background()) })
-	a.now, b.now = now, now
-	return a, b
+	out := make([]*Store, n)
+	for i := range out {
+		out[i] = openShared(t, uri, db)
+		if now != nil {
+			out[i].now = now
+		}
+	}
+	t.Cleanup(func() { out[0].db.Drop(context.Background()) })
+	return out
 }
 
 // Two daemons on one database together allow exactly the limit, however
@@ -42,7 +48,8 @@ func TestRateLimitSharedByDaemons(t *testing.T) {
 	start := time.Date(2026, 3, 2, 10, 5, 0, 0, time.UTC)
 	clock.Store(&start)
 	now := func() time.Time { return *clock.Load() }
-	a, b := sharedPair(t, now)
+	pair := sharedStores(t, 2, now)
+	a, b := pair[0], pair[1]
 	ctx := context.Background()
 	const limit = 7
 	var allowed atomic.Int32

@@ -89,8 +89,8 @@ type Store struct {
 	sinksMu  sync.Mutex
 	sinks    []string // the deployment's sinks; nil until JoinDeployment
 
-	rateSweepMu sync.Mutex
-	rateSweptAt time.Time // last deletion of ended rate-limit windows (ratelimit.go)
+	rateSweep  lazySweep // ended rate-limit windows (ratelimit.go)
+	claimSweep lazySweep // old names of delivery attempts (claimshared.go)
 
 	closers   []func(context.Context) error
 	closeOnce sync.Once
@@ -149,7 +149,7 @@ func (s *Store) Limits() Limits { return s.limits }
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colLeases, colJobRuns, colJobs, colRateSlots}
+		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colLeases, colJobRuns, colJobs, colRateSlots, colClaims}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which
