@@ -25,31 +25,26 @@ import (
 // all reading the same IMAP mailbox and sending through the same SMTP
 // server. Leases and claims are short, so that the test sees a takeover
 // soon after a kill.
-func multiYAML(dir, uri, db string, imapPort, smtpPort int) string {
-	return fmt.Sprintf(`
-dataDir: %s
-http: {listen: "127.0.0.1:0"}
-log: {level: info}
-store: {uri: %q, database: %s}
+func multiYAML(t *testing.T, dir, uri, db string, imapPort, smtpPort int) string {
+	t.Helper()
+	cfg := emailYAML(dir, imapPort, smtpPort)
+	for _, r := range [][2]string{
+		{"log: {level: debug}", "log: {level: info}"},
+		{`pollSchedule: "@every 1h"`, `pollSchedule: "@every 1h"` + "\n    mailboxLeaseTTL: 3s"},
+		{"security: plain}", "security: plain, timeout: 2s}"},
+		{"backoffBase: 100ms", "backoffBase: 100ms\n    lease: 3s\n    pollInterval: 1s"},
+	} {
+		if !strings.Contains(cfg, r[0]) {
+			t.Fatalf("emailYAML has no %q to change", r[0])
+		}
+		cfg = strings.Replace(cfg, r[0], r[1], 1)
+	}
+	return cfg + fmt.Sprintf(`store: {uri: %q, database: %s}
 auth: {jwtSecret: %s}
-email:
-  enabled: true
-  address: support@example.com
-  inbound:
-    accounts:
-      - {host: 127.0.0.1, port: %d, tls: plain, username: support, password: secret}
-    pollSchedule: "@every 1h"
-    mailboxLeaseTTL: 3s
-  outbound:
-    from: "Example Support <support@example.com>"
-    smtp: {host: 127.0.0.1, port: %d, security: plain, timeout: 2s}
-    backoffBase: 100ms
-    lease: 3s
-    pollInterval: 1s
 jobs:
   leaseTTL: 10s
   outboxSweep: {schedule: "@every 3s"}
-`, filepath.Join(dir, "data"), uri, db, strings.Repeat("k", 32), imapPort, smtpPort)
+`, uri, db, strings.Repeat("k", 32))
 }
 
 // mailboxState is what a daemon's /readyz says of the mailbox: reading,
@@ -108,7 +103,7 @@ func TestThreeDaemonsOneStore(t *testing.T) {
 		d := filepath.Join(dir, fmt.Sprint("d", i))
 		os.MkdirAll(d, 0o700)
 		cfg := filepath.Join(d, "ticketd.yaml")
-		if err := os.WriteFile(cfg, []byte(multiYAML(d, uri, db, imapPort, smtp.Port())), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(multiYAML(t, d, uri, db, imapPort, smtp.Port())), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		base, proc := startBinary(t, bin, cfg)
