@@ -85,12 +85,20 @@ func TestAutoCloseIdleResolvedTickets(t *testing.T) {
 	noted := newTicket(t, s, "t", "noted") // an agent's note later does not keep it open
 	resolve(noted)
 	open := newTicket(t, s, "t", "open") // never resolved
+	// Opened long ago, but the customer's last reply (which reopened it)
+	// will be 2 days old.
+	replied := newTicket(t, s, "t", "replied")
+	resolve(replied)
 	clock.Advance(5 * 24 * time.Hour)
 	if _, _, err := s.AddResponse(ctx, noted.ID, store.AllTickets, store.NewResponse{Author: agent, Description: "fyi", Internal: true}); err != nil {
 		t.Fatal(err)
 	}
 	recent := newTicket(t, s, "t", "recent") // the customer wrote 2 days ago
 	resolve(recent)
+	if _, _, err := s.AddResponse(ctx, replied.ID, store.AllTickets, store.NewResponse{Author: alice, Description: "still broken"}); err != nil {
+		t.Fatal(err)
+	}
+	resolve(replied)
 	clock.Advance(2*24*time.Hour + time.Minute)
 	before := clock.Now().Add(-7 * 24 * time.Hour)
 
@@ -118,7 +126,7 @@ func TestAutoCloseIdleResolvedTickets(t *testing.T) {
 	if lastEvent.Kind != store.EventStatusChanged || lastEvent.ActorType != store.CreatorSystem || lastEvent.To != string(store.StatusClosed) {
 		t.Errorf("announcement: %+v", lastEvent)
 	}
-	for _, tk := range []*store.Ticket{recent, open} {
+	for _, tk := range []*store.Ticket{recent, open, replied} {
 		if closed, err := s.CloseIdleTicket(ctx, tk.ID, before, ""); err != nil || closed {
 			t.Errorf("%s must stay: closed=%v %v", tk.Subject, closed, err)
 		}
