@@ -67,7 +67,7 @@ func TestDeadLettersQuarantineAndIgnoredRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.store.KillDelivery(ctx, d.ID, errors.New("550 no such user")); err != nil {
+	if err := h.store.KillDelivery(ctx, d, errors.New("550 no such user")); err != nil {
 		t.Fatal(err)
 	}
 	dead := h.call("GET", "/api/ticket/admin-deliveries", adm.token, nil).list(t)

@@ -43,6 +43,9 @@ type Options struct {
 	// /readyz stays 200 when the store is ready, and its body names each
 	// degraded component with the reason.
 	Components func() []ComponentStatus
+	// Jobs, if set, lists the scheduled jobs for GET
+	// /api/ticket/admin-jobs; nil lists none.
+	Jobs func(ctx context.Context) ([]JobStatus, error)
 }
 
 // ComponentStatus is one optional component's state for /readyz.
@@ -189,6 +192,7 @@ func (s *Server) routeTable() []route {
 		{"GET", p + "/admin-quarantine", adminOnly, s.quarantine},
 		{"GET", p + "/admin-quarantine-raw", adminOnly, s.quarantineRaw},
 		{"GET", p + "/admin-ignored", adminOnly, s.ignored},
+		{"GET", p + "/admin-jobs", adminOnly, s.jobs},
 	}
 }
 

@@ -29,9 +29,9 @@ import (
 // satisfies it.
 type OutboxStore interface {
 	ClaimDelivery(ctx context.Context, sink string, lease time.Duration) (*store.Delivery, error)
-	CompleteDelivery(ctx context.Context, id string) error
-	RetryDelivery(ctx context.Context, id string, cause error, at time.Time) error
-	KillDelivery(ctx context.Context, id string, cause error) error
+	CompleteDelivery(ctx context.Context, d *store.Delivery) error
+	RetryDelivery(ctx context.Context, d *store.Delivery, cause error, at time.Time) error
+	KillDelivery(ctx context.Context, d *store.Delivery, cause error) error
 	DeliveriesReady(sink string) <-chan struct{}
 }
 
@@ -337,7 +337,12 @@ func (r *Runner) handle(ctx context.Context, d *store.Delivery) {
 			r.skipped.Add(1)
 			log.Debug("not delivered", "reason", skipped.reason)
 		}
-		if cerr := r.st.CompleteDelivery(bctx, d.ID); cerr != nil {
+		if cerr := r.st.CompleteDelivery(bctx, d); errors.Is(cerr, store.ErrClaimLost) {
+			// Our lease ran out mid-send and another runner claimed it:
+			// that one books it (and may send it again, as at least once
+			// allows).
+			log.Warn("delivery was claimed again while in flight; leaving it to the new claimant", "err", cerr)
+		} else if cerr != nil {
 			// The lease will expire and it is delivered again; the adapter
 			// makes the repeat recognisable.
 			log.Error("complete delivery failed; it will be delivered again", "err", cerr)
@@ -377,7 +382,10 @@ func (r *Runner) outcome(ctx context.Context, d *store.Delivery, delivered bool,
 }
 
 func (r *Runner) retry(ctx context.Context, d *store.Delivery, cause error, at time.Time, log *slog.Logger) {
-	if err := r.st.RetryDelivery(ctx, d.ID, cause, at); err != nil {
+	if err := r.st.RetryDelivery(ctx, d, cause, at); errors.Is(err, store.ErrClaimLost) {
+		log.Warn("delivery failed, and was claimed again meanwhile; leaving it to the new claimant", "send_err", cause, "err", err)
+		return
+	} else if err != nil {
 		log.Error("record retry failed; the lease will expire and it is retried", "send_err", cause, "err", err)
 		return
 	}
@@ -388,7 +396,10 @@ func (r *Runner) retry(ctx context.Context, d *store.Delivery, cause error, at t
 
 func (r *Runner) kill(ctx context.Context, d *store.Delivery, cause error, log *slog.Logger) {
 	r.outcome(ctx, d, false, cause.Error())
-	if err := r.st.KillDelivery(ctx, d.ID, cause); err != nil {
+	if err := r.st.KillDelivery(ctx, d, cause); errors.Is(err, store.ErrClaimLost) {
+		log.Warn("delivery failed for good, but was claimed again meanwhile; leaving it to the new claimant", "send_err", cause, "err", err)
+		return
+	} else if err != nil {
 		log.Error("move to dead letters failed; the lease will expire and it is retried", "send_err", cause, "err", err)
 		return
 	}

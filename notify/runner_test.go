@@ -482,3 +482,34 @@ func TestOptionsAreValidated(t *testing.T) {
 type adapterFunc func(ctx context.Context, d *store.Delivery) error
 
 func (f adapterFunc) Deliver(ctx context.Context, d *store.Delivery) error { return f(ctx, d) }
+
+// A runner whose lease ran out while it was sending, and whose delivery
+// another runner claimed since, books nothing: neither a dead letter nor a
+// retry of the other's claim.
+func TestALostClaimIsLeftToTheNewClaimant(t *testing.T) {
+	for _, answer := range []error{notify.Permanent(errors.New("550 no such user")), errors.New("451 try later")} {
+		t.Run(answer.Error(), func(t *testing.T) {
+			w := newWorld(t)
+			x := w.start(w.options(), w.adapter)
+			w.ticket()
+			c := w.next()
+			w.clock.Advance(time.Minute + time.Second) // the runner's lease runs out
+			other, err := w.st.ClaimDelivery(w.ctx, sink, time.Minute)
+			if err != nil || other.ID != c.d.ID {
+				t.Fatalf("second claim: %+v %v", other, err)
+			}
+			c.reply <- answer
+			w.asleep()
+			d := w.delivery(c.d.ID)
+			if d.State != store.DeliveryPending || d.Claim != other.Claim || d.LastError != "" || !d.NextAttemptAt.Equal(other.NextAttemptAt) {
+				t.Errorf("the new claimant's delivery was changed: %+v", d)
+			}
+			if s := x.r.Stats(); s.Dead != 0 || s.Retried != 0 {
+				t.Errorf("stats %+v: a lost claim was booked", s)
+			}
+			if err := w.st.CompleteDelivery(w.ctx, other); err != nil {
+				t.Errorf("the new claimant completes: %v", err)
+			}
+		})
+	}
+}

@@ -330,11 +330,11 @@ func TestDeliveriesKeepTicketOrderAndTakeTurns(t *testing.T) {
 	clock.Advance(time.Second)
 	d := claim() // noisy's root
 	// Backing off holds the ticket's later deliveries back.
-	if err := s.RetryDelivery(ctx, d.ID, errors.New("429"), clock.Now().Add(time.Minute)); err != nil {
+	if err := s.RetryDelivery(ctx, d, errors.New("429"), clock.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	q := claim() // so the quiet one goes
-	if err := s.CompleteDelivery(ctx, q.ID); err != nil {
+	if err := s.CompleteDelivery(ctx, q); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ClaimDelivery(ctx, "slack", time.Minute); !errors.Is(err, store.ErrNotFound) {
@@ -344,7 +344,7 @@ func TestDeliveriesKeepTicketOrderAndTakeTurns(t *testing.T) {
 	d = claim() // the root again, then the replies in order
 	for range 3 {
 		clock.Advance(time.Second)
-		if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+		if err := s.CompleteDelivery(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 		d = claim()
@@ -365,7 +365,7 @@ func TestDeliveriesKeepTicketOrderAndTakeTurns(t *testing.T) {
 	// Turns: two noisy tickets and a quiet one relayed after them; once a
 	// noisy ticket's head completes, its next goes behind the quiet one.
 	clock.Advance(time.Second)
-	if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+	if err := s.CompleteDelivery(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	n2 := newTicket(t, s, "t", "n2")
@@ -386,7 +386,7 @@ func TestDeliveriesKeepTicketOrderAndTakeTurns(t *testing.T) {
 		t.Fatalf("first claim %+v %v", first, err)
 	}
 	clock.Advance(time.Second)
-	if err := s.CompleteDelivery(ctx, first.ID); err != nil {
+	if err := s.CompleteDelivery(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	next, err := s.ClaimDelivery(ctx, "slack", time.Minute)
@@ -394,7 +394,7 @@ func TestDeliveriesKeepTicketOrderAndTakeTurns(t *testing.T) {
 		t.Errorf("after the noisy ticket's first, claimed %v (%v), want the quiet ticket's", next, err)
 	}
 	// A dead delivery does not hold its ticket back.
-	if err := s.KillDelivery(ctx, next.ID, errors.New("gone")); err != nil {
+	if err := s.KillDelivery(ctx, next, errors.New("gone")); err != nil {
 		t.Fatal(err)
 	}
 	if last, err := s.ClaimDelivery(ctx, "slack", time.Minute); err != nil || last.TicketID != n2.ID || last.Event.Kind != store.EventResponseAdded {

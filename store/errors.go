@@ -15,3 +15,15 @@ var (
 	// write for now (disk full, read-only, over quota); retry later.
 	ErrUnavailable = errors.New("store unavailable")
 )
+
+// Lease errors: callers branch on them to skip work another daemon does.
+var (
+	// ErrLeaseHeld: another owner holds the lease and it has not expired.
+	ErrLeaseHeld = errors.New("lease held by another owner")
+	// ErrLeaseLost: the lease expired and another owner (or a newer
+	// acquisition) took it; work under the old token must stop.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrClaimLost: a delivery's claim ran out and it was claimed again;
+	// the old claimant must leave it to the new one.
+	ErrClaimLost = errors.New("delivery claim lost")
+)

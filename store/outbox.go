@@ -62,6 +62,12 @@ type Delivery struct {
 	NextAttemptAt time.Time     `bson:"nextAttemptAt"`
 	LastError     string        `bson:"lastError,omitempty"`
 	CreatedAt     time.Time     `bson:"createdAt"`
+	// DeadAt is when it became a dead letter, for retention.
+	DeadAt time.Time `bson:"deadAt,omitempty"`
+	// Claim is the fencing token of the latest claim (ClaimDelivery): a
+	// sender whose lease ran out and whose delivery was claimed again
+	// cannot complete, retry or kill it any more (ErrClaimLost).
+	Claim string `bson:"claim,omitempty"`
 }
 
 // signal tells the relay that a ticket has events, without blocking; a full
@@ -301,9 +307,11 @@ func (s *Store) repairHeads(ctx context.Context) error {
 }
 
 // RunRelay relays events as writes signal them, and sweeps all tickets at
-// start and every sweepEvery, until ctx ends; it also keeps this daemon's
-// heartbeat (DaemonHeartbeat). Errors are logged and retried by the next
-// sweep. It fails at once with ErrNotJoined before JoinDeployment.
+// start and every sweepEvery (never again when sweepEvery <= 0: a
+// scheduled job sweeps, once across daemons), until ctx ends; it also
+// keeps this daemon's heartbeat (DaemonHeartbeat). Errors are logged and
+// retried by the next sweep. It fails at once with ErrNotJoined before
+// JoinDeployment.
 func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
 	if _, ok := s.Sinks(); !ok {
 		return fmt.Errorf("relay: %w", ErrNotJoined)
@@ -317,15 +325,19 @@ func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
 		}
 	}
 	sweep()
-	tick := time.NewTicker(sweepEvery)
-	defer tick.Stop()
+	var sweeps <-chan time.Time
+	if sweepEvery > 0 {
+		tick := time.NewTicker(sweepEvery)
+		defer tick.Stop()
+		sweeps = tick.C
+	}
 	beat := time.NewTicker(DaemonHeartbeat)
 	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-sweeps:
 			sweep()
 		case <-beat.C:
 			if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {
@@ -341,8 +353,13 @@ func (s *Store) RunRelay(ctx context.Context, sweepEvery time.Duration) error {
 
 // ClaimDelivery takes the oldest due delivery for sink and leases it: its
 // next attempt moves lease into the future, so a crashed sender's claim
-// expires and another sender retries it. ErrNotFound when none is due.
+// expires and another sender retries it. Each claim gets a new
+// Delivery.Claim, which completing, retrying or killing it checks.
+// ErrNotFound when none is due.
 func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Duration) (*Delivery, error) {
+	if !s.serial {
+		return s.claimShared(ctx, sink, lease) // claimshared.go
+	}
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
 	now := s.nowUTC()
@@ -354,7 +371,7 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 			{Key: "nextAttemptAt", Value: bson.D{{Key: "$lte", Value: now}}},
 		},
 		bson.D{
-			{Key: "$set", Value: bson.D{{Key: "nextAttemptAt", Value: now.Add(lease)}}},
+			{Key: "$set", Value: bson.D{{Key: "nextAttemptAt", Value: now.Add(lease)}, {Key: "claim", Value: bson.NewObjectID().Hex()}}},
 			{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}},
 		},
 		options.FindOneAndUpdate().
@@ -374,21 +391,69 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 // up by _id), so that relaying its event again cannot queue it again.
 func deliveredKey(deliveryID string) string { return "delivered:" + deliveryID }
 
-// CompleteDelivery records a delivery as done, removes it from the queue
-// and makes its ticket's next delivery to the sink pending.
-func (s *Store) CompleteDelivery(ctx context.Context, id string) error {
-	if _, err := s.bindKey(ctx, deliveredKey(id), bson.NilObjectID); err != nil {
-		return fmt.Errorf("complete delivery %s: %w", id, err)
+// claimFilter selects the delivery d as long as d's claim is the latest.
+// A delivery claimed before claims had tokens has none.
+func claimFilter(d *Delivery) bson.D {
+	if d.Claim == "" {
+		return bson.D{{Key: "_id", Value: d.ID}, {Key: "claim", Value: bson.D{{Key: "$exists", Value: false}}}}
 	}
-	var d Delivery
-	err := s.outbox.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	return bson.D{{Key: "_id", Value: d.ID}, {Key: "claim", Value: d.Claim}}
+}
+
+// claimLost explains why a write filtered by claimFilter matched nothing:
+// ErrClaimLost when the delivery is there under a newer claim, ErrNotFound
+// when it is gone.
+func (s *Store) claimLost(ctx context.Context, d *Delivery) error {
+	cur, err := findByID[Delivery](ctx, s.outbox, d.ID)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("delivery %s: %w: claimed again (attempt %d) after this claim's lease ran out", d.ID, ErrClaimLost, cur.Attempts)
+}
+
+// CompleteDelivery records a claimed delivery as done, removes it from the
+// queue and makes its ticket's next delivery to the sink pending. It fails
+// with ErrClaimLost, changing nothing, when d was claimed again since (its
+// lease ran out); completing one that is gone already is a no-op.
+func (s *Store) CompleteDelivery(ctx context.Context, d *Delivery) error {
+	cur, err := findByID[Delivery](ctx, s.outbox, d.ID)
+	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("complete delivery %s: %w", id, classify(err))
+		return fmt.Errorf("complete delivery %s: %w", d.ID, err)
 	}
-	return s.next(ctx, &d)
+	if cur.Claim != d.Claim {
+		return fmt.Errorf("complete delivery %s: %w: claimed again (attempt %d) after this claim's lease ran out", d.ID, ErrClaimLost, cur.Attempts)
+	}
+	if err := s.bindDelivered(ctx, d.ID); err != nil {
+		return fmt.Errorf("complete delivery %s: %w", d.ID, err)
+	}
+	var done Delivery
+	err = s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		// Claimed again between the check and the delete: the new
+		// claimant owns it now (the message went out; the key only stops
+		// a relay from queueing it again).
+		if lerr := s.claimLost(ctx, d); !errors.Is(lerr, ErrNotFound) {
+			return fmt.Errorf("complete delivery %s: %w", d.ID, lerr)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("complete delivery %s: %w", d.ID, classify(err))
+	}
+	return s.next(ctx, &done)
+}
+
+// bindDelivered records the delivered key with its time, so that retention
+// can remove old ones.
+func (s *Store) bindDelivered(ctx context.Context, id string) error {
+	_, err := s.keys.InsertOne(ctx, keyDoc{Key: deliveredKey(id), Ref: bson.NilObjectID, CreatedAt: s.nowUTC()})
+	if err != nil && !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("bind %s: %w", deliveredKey(id), classify(err))
+	}
+	return nil
 }
 
 // next makes the delivery after d pending, if d was the head of a ticket's
@@ -402,29 +467,35 @@ func (s *Store) next(ctx context.Context, d *Delivery) error {
 	return s.ensureHead(ctx, d.TicketID, d.Sink)
 }
 
-// RetryDelivery records a failed attempt and when to try again. The
-// ticket's later deliveries to the sink keep waiting.
-func (s *Store) RetryDelivery(ctx context.Context, id string, cause error, at time.Time) error {
-	return s.setDelivery(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{
+// RetryDelivery records a failed attempt of a claimed delivery and when to
+// try again. The ticket's later deliveries to the sink keep waiting.
+// ErrClaimLost, changing nothing, when d was claimed again since.
+func (s *Store) RetryDelivery(ctx context.Context, d *Delivery, cause error, at time.Time) error {
+	err := s.setDelivery(ctx, claimFilter(d), bson.D{
 		{Key: "nextAttemptAt", Value: at.UTC().Truncate(time.Millisecond)},
 		{Key: "lastError", Value: cause.Error()},
 	})
+	if errors.Is(err, ErrNotFound) {
+		return s.claimLost(ctx, d)
+	}
+	return err
 }
 
-// KillDelivery moves an entry to the dead-letter state: no more attempts
-// until an operator requeues it. The ticket's next delivery to the sink
-// becomes pending.
-func (s *Store) KillDelivery(ctx context.Context, id string, cause error) error {
-	var d Delivery
-	err := s.outbox.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: DeliveryDead}, {Key: "lastError", Value: cause.Error()}}}}).Decode(&d)
+// KillDelivery moves a claimed delivery to the dead-letter state: no more
+// attempts until an operator requeues it. The ticket's next delivery to
+// the sink becomes pending. ErrClaimLost, changing nothing, when d was
+// claimed again since; ErrNotFound when it is gone.
+func (s *Store) KillDelivery(ctx context.Context, d *Delivery, cause error) error {
+	var dead Delivery
+	err := s.outbox.FindOneAndUpdate(ctx, claimFilter(d),
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: DeliveryDead}, {Key: "lastError", Value: cause.Error()}, {Key: "deadAt", Value: s.nowUTC()}}}}).Decode(&dead)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return ErrNotFound
+		return s.claimLost(ctx, d)
 	}
 	if err != nil {
-		return fmt.Errorf("kill delivery %s: %w", id, classify(err))
+		return fmt.Errorf("kill delivery %s: %w", d.ID, classify(err))
 	}
-	return s.next(ctx, &d)
+	return s.next(ctx, &dead)
 }
 
 // RequeueDelivery gives a dead entry a fresh set of attempts, now, and

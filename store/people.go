@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -16,6 +17,9 @@ import (
 type keyDoc struct {
 	Key string        `bson:"_id"`
 	Ref bson.ObjectID `bson:"ref"`
+	// CreatedAt is set on keys that expire (delivered:*, see retention);
+	// older ones have none and count as old.
+	CreatedAt time.Time `bson:"createdAt,omitempty"`
 }
 
 func (s *Store) lookupKey(ctx context.Context, key string) (bson.ObjectID, error) {

@@ -157,7 +157,7 @@ func TestTwoDaemonsShareMongoDB(t *testing.T) {
 				mu.Lock()
 				claimed[d.ID]++
 				mu.Unlock()
-				if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+				if err := s.CompleteDelivery(ctx, d); err != nil {
 					t.Error(err)
 					return
 				}

@@ -92,6 +92,9 @@ type Store struct {
 	sinksMu  sync.Mutex
 	sinks    []string // the deployment's sinks; nil until JoinDeployment
 
+	rateSweep  lazySweep // ended rate-limit windows (ratelimit.go)
+	claimSweep lazySweep // old names of delivery attempts (claimshared.go)
+
 	closers   []func(context.Context) error
 	closeOnce sync.Once
 	closeErr  error
@@ -154,7 +157,7 @@ func (s *Store) Limits() Limits { return s.limits }
 // them all to exist (the embedded index fix).
 func Collections() []string {
 	return []string{colTickets, colCustomers, colAgents, colCounters, colKeys, colOutbox,
-		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons}
+		colMailboxes, colAttachments, colChunks, colQuarantine, colIgnored, colDeployment, colDaemons, colLeases, colJobRuns, colJobs, colRateSlots, colClaims}
 }
 
 // indexSpec is one secondary index, named so that a restart can tell which
@@ -191,6 +194,7 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 			{name: "status_live_updated", keys: listing(asc("status"))},
 			{name: "priority_live_updated", keys: listing(asc("priority"))},
 			{name: "category_live_updated", keys: listing(asc("category"))},
+			{name: "status_updated", keys: bson.D{asc("status"), asc("updatedAt")}}, // IdleResolvedTickets
 			// FirstResponseCandidates (on MongoDB; the embedded server scans).
 			{name: "first_response_pending", keys: bson.D{asc("firstResponse.respondedAt"), asc("firstResponse.breachedAt"), asc("status"), asc("createdAt")}},
 			// The outbox sweep: only tickets holding events are in it.
@@ -201,10 +205,13 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		s.agents:             {{name: "email", keys: bson.D{asc("email")}}},
 		s.col(colQuarantine): {{name: "received", keys: bson.D{desc("receivedAt")}}},
 		s.col(colIgnored):    {{name: "at", keys: bson.D{desc("at")}}},
+		s.col(colLeases):     {{name: "name_token", keys: bson.D{asc("name"), desc("token")}}},
 		s.outbox: {
 			{name: "sink_state_next", keys: bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}},
 			{name: "sink_ticket_state_seq", keys: bson.D{asc("sink"), asc("ticketId"), asc("state"), asc("seq")}},
+			{name: "state_created", keys: bson.D{asc("state"), asc("createdAt")}}, // Deliveries, Prune
 		},
+		s.col(colJobRuns): {{name: "slot", keys: bson.D{asc("slot")}}},
 	}
 	for col, specs := range idx {
 		// Create only the indexes that are missing: the embedded server

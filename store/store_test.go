@@ -381,21 +381,21 @@ func TestRelayMovesEventsOncePerSinkAndQueueWorks(t *testing.T) {
 	if _, err := s.ClaimDelivery(ctx, "email", time.Minute); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the ticket's second delivery must wait for the leased first, got %v", err)
 	}
-	if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+	if err := s.CompleteDelivery(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	d2, err := s.ClaimDelivery(ctx, "email", time.Minute)
 	if err != nil || d2.ID == d.ID || d2.Event.Kind != store.EventResponseAdded {
 		t.Fatalf("second claim must take the next entry: %+v %v", d2, err)
 	}
-	if err := s.RetryDelivery(ctx, d2.ID, errors.New("smtp 451"), time.Now().Add(-time.Second)); err != nil {
+	if err := s.RetryDelivery(ctx, d2, errors.New("smtp 451"), time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	d3, err := s.ClaimDelivery(ctx, "email", time.Minute)
 	if err != nil || d3.ID != d2.ID || d3.Attempts != 2 || d3.LastError != "smtp 451" {
 		t.Fatalf("retry: %+v %v", d3, err)
 	}
-	if err := s.KillDelivery(ctx, d3.ID, errors.New("smtp 550")); err != nil {
+	if err := s.KillDelivery(ctx, d3, errors.New("smtp 550")); err != nil {
 		t.Fatal(err)
 	}
 	dead, err := s.Deliveries(ctx, store.DeliveryDead, 10)
@@ -669,7 +669,7 @@ func TestCompletedDeliveriesAreNotRequeued(t *testing.T) {
 	if err := s.RequeueDelivery(ctx, d.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("requeue of an in-flight delivery: %v", err)
 	}
-	if err := s.CompleteDelivery(ctx, d.ID); err != nil {
+	if err := s.CompleteDelivery(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	// Put the event back on the ticket, as if the first pull had failed.

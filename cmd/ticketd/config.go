@@ -33,6 +33,7 @@ type Config struct {
 	Slack   SlackConfig   `yaml:"slack"`
 	// Webhooks are signed POSTs of ticket changes to API clients.
 	Webhooks WebhooksConfig `yaml:"webhooks"`
+	Jobs     JobsConfig     `yaml:"jobs"`
 }
 
 // StoreConfig says where tickets live.
@@ -113,6 +114,7 @@ func defaultConfig() Config {
 		Outbox:  OutboxConfig{SweepInterval: time.Minute},
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Slack:   defaultSlackConfig(),
+		Jobs:    defaultJobsConfig(),
 	}
 }
 
@@ -247,6 +249,7 @@ func (c *Config) validate() error {
 	c.Email.validate(bad, line, c.HTTP.ShutdownTimeout)
 	c.Slack.validate(bad, line, c.Tickets.Categories, c.HTTP.ShutdownTimeout)
 	c.Webhooks.validate(bad, line, c.HTTP.ShutdownTimeout)
+	c.Jobs.validate(bad)
 	return errors.Join(errs...)
 }
 

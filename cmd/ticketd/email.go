@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ticketd/ticketd/api"
 	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/internal/replytoken"
 	"github.com/ticketd/ticketd/notify"
@@ -139,10 +140,11 @@ func replySecret(jwtSecret []byte) []byte {
 }
 
 // startEmail starts the inbound source and the outbound notifier as
-// workers.
-func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) error {
+// workers, and returns the source when it reads IMAP mailboxes (for
+// /readyz), else nil.
+func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *store.Store, secret []byte, log *slog.Logger, reg prometheus.Registerer) (*emailin.Source, error) {
 	if !cfg.Enabled {
-		return nil
+		return nil, nil
 	}
 	cfg.complete()
 	signer := replytoken.New(replySecret(secret))
@@ -150,13 +152,13 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	out.Signer = signer
 	adapter, err := emailout.NewAdapter(out, st, log)
 	if err != nil {
-		return fmt.Errorf("email.outbound: %w", err)
+		return nil, fmt.Errorf("email.outbound: %w", err)
 	}
 	ro := out.RunnerOptions()
 	ro.Outcome = recordOutcome(st, log)
 	notifier, err := notify.NewRunner(ro, st, adapter, log)
 	if err != nil {
-		return fmt.Errorf("email.outbound: %w", err)
+		return nil, fmt.Errorf("email.outbound: %w", err)
 	}
 	in := cfg.Inbound
 	in.ReplySigner = signer
@@ -164,22 +166,24 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 	in.OwnAddresses = append(append([]string{}, in.OwnAddresses...), cfg.Address, out.From)
 	source, err := emailin.New(st, in)
 	if err != nil {
-		return fmt.Errorf("email.inbound: %w", err)
+		return nil, fmt.Errorf("email.inbound: %w", err)
 	}
 	reg.MustRegister(
 		newStatsCollector("ticketd_email_inbound_messages_total", "Inbound mail by outcome (tickets, responses, duplicates, ignored, quarantined, ...).", source.Stats),
 		newStatsCollector("ticketd_email_outbound_deliveries_total", "Outbound mail deliveries by outcome (sent, skipped, retried, dead).", notifier.Stats),
 	)
 	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
+	var reader *emailin.Source
 	if len(in.Accounts) > 0 {
 		runWorker(ctx, wg, log, "email-inbound", source.Run)
+		reader = source
 	}
 	if in.LMTP.Listen != "" {
 		// Listening now makes a taken address a startup error; a restart
 		// after a failure listens again.
 		l, err := emailin.ListenLMTP(in.LMTP.Listen)
 		if err != nil {
-			return fmt.Errorf("email.inbound.lmtp: %w", err)
+			return nil, fmt.Errorf("email.inbound.lmtp: %w", err)
 		}
 		runWorker(ctx, wg, log, "email-lmtp", func(ctx context.Context) error {
 			lis := l
@@ -192,7 +196,7 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 			return source.ServeLMTP(ctx, lis)
 		})
 	}
-	return nil
+	return reader, nil
 }
 
 // recordOutcome announces whether a customer got an agent's reply, so
@@ -205,4 +209,15 @@ func recordOutcome(st *store.Store, log *slog.Logger) func(ctx context.Context, 
 			log.Error("record delivery outcome", "delivery", d.ID, "delivered", delivered, "err", err)
 		}
 	}
+}
+
+// mailboxComponents reports each IMAP mailbox on /readyz: "reading" here,
+// or "standby" while another daemon of the deployment holds its lease.
+// Neither is degraded: standing by is how several daemons share mail.
+func mailboxComponents(src *emailin.Source) []api.ComponentStatus {
+	var out []api.ComponentStatus
+	for _, m := range src.Mailboxes() {
+		out = append(out, api.ComponentStatus{Name: "mailbox " + m.ID, State: m.State, Reason: m.Reason})
+	}
+	return out
 }

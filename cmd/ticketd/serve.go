@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ticketd/ticketd/api"
+	emailin "github.com/ticketd/ticketd/ingest/email"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -77,9 +79,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 		JWTSecret: secret, Categories: cfg.Tickets.Categories, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		RequestTimeout: cfg.HTTP.RequestTimeout, Registry: reg,
 	}
-	if slackDesk != nil {
-		apiOpts.Components = slackDesk.components
+	// The mail source starts after the API is made: /readyz finds it here.
+	var reader atomic.Pointer[emailin.Source]
+	if slackDesk != nil || (cfg.Email.Enabled && len(cfg.Email.Inbound.Accounts) > 0) {
+		apiOpts.Components = func() []api.ComponentStatus {
+			var c []api.ComponentStatus
+			if slackDesk != nil {
+				c = append(c, slackDesk.components()...)
+			}
+			if src := reader.Load(); src != nil {
+				c = append(c, mailboxComponents(src)...)
+			}
+			return c
+		}
 	}
+	sched, err := newScheduler(cfg, st, log, reg, daemonJobs(cfg, st, log))
+	if err != nil {
+		return err
+	}
+	apiOpts.Jobs = jobStatuses(sched, st, time.Now)
 	apiSrv, err := api.New(st, apiOpts, log)
 	if err != nil {
 		return err
@@ -112,16 +130,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	if joined.Changed {
 		log.Warn("the deployment's notification sinks changed; this daemon's configuration is now the deployment's", "from", joined.Previous, "to", sinks)
 	}
-	if err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg); err != nil {
+	source, err := startEmail(workCtx, &workers, cfg.Email, st, secret, log, reg)
+	if err != nil {
 		return err
 	}
+	reader.Store(source)
 	slackDesk.start(workCtx, &workers, reg)
 	if err := startWebhooks(workCtx, &workers, cfg.Webhooks, st, log, reg); err != nil {
 		return err
 	}
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
-		return st.RunRelay(ctx, cfg.Outbox.SweepInterval)
+		return st.RunRelay(ctx, cfg.relaySweep())
 	})
+	sched.Start()
 
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -145,6 +166,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	if err := httpSrv.Shutdown(hctx); err != nil {
 		log.Error("http shutdown incomplete", "err", err)
 	}
+	stopJobs(ctx, sched, cfg.HTTP.ShutdownTimeout, log)
 	stopWork()
 	done := make(chan struct{})
 	go func() { workers.Wait(); close(done) }()

@@ -17,7 +17,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/ticketd/ticketd/internal/ratelimit"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -37,6 +36,11 @@ type TicketWriter interface {
 	WriteAttachment(ctx context.Context, a store.Attachment, ticket bson.ObjectID, r io.Reader) error
 	Quarantine(ctx context.Context, q store.QuarantinedMail) error
 	RecordIgnored(ctx context.Context, m store.IgnoredMail) error
+	// TakeRateSlot and ReturnRateSlot keep the per-sender limit on new
+	// tickets in the store, so that every daemon of a deployment counts
+	// against the same budget.
+	TakeRateSlot(ctx context.Context, key string, limit int, window time.Duration) (store.RateSlot, bool, error)
+	ReturnRateSlot(ctx context.Context, slot store.RateSlot) error
 }
 
 // ResultKind says what became of a message.
@@ -93,7 +97,6 @@ type deliverer struct {
 	o   *Options
 	log *slog.Logger
 	c   *counters
-	rl  *ratelimit.Limiter
 
 	own                   map[string]bool
 	baseLocal, baseDomain string
@@ -101,8 +104,6 @@ type deliverer struct {
 
 func newDeliverer(w TicketWriter, o *Options, log *slog.Logger, c *counters) *deliverer {
 	d := &deliverer{w: w, o: o, log: log, c: c, own: map[string]bool{}}
-	limit := o.RateLimitPerHour
-	d.rl = ratelimit.New(limit, time.Hour, o.Now)
 	for _, a := range o.OwnAddresses {
 		d.own[normAddr(a)] = true
 	}
@@ -258,12 +259,20 @@ func (d *deliverer) route(ctx context.Context, in inbound, msg *Message, key, fr
 	if known == nil && d.o.UnknownSenderPolicy == PolicyReject && !domainIn(dom, d.o.AllowDomains) {
 		return d.ignore(ctx, in, msg, key, ReasonUnknownSender, log)
 	}
-	if !d.rl.Allow(from) {
+	slot, ok, err := d.w.TakeRateSlot(ctx, "mail:"+from, d.o.RateLimitPerHour, time.Hour)
+	if err != nil {
+		return Result{}, fmt.Errorf("rate limit of %s: %w", from, err)
+	}
+	if !ok {
 		return d.ignore(ctx, in, msg, key, fmt.Sprintf("%s: over %d new tickets per hour from this sender", ReasonRateLimit, d.o.RateLimitPerHour), log)
 	}
 	res, err = d.open(ctx, msg, key, hash, from, known)
 	if err != nil || res.Duplicate {
-		d.rl.Refund(from)
+		// The message opened nothing: its slot goes back. Failing to give
+		// it back costs the sender one ticket this hour, not the mail.
+		if rerr := d.w.ReturnRateSlot(ctx, slot); rerr != nil {
+			log.Warn("giving back a rate-limit slot failed", "err", rerr)
+		}
 	}
 	return res, err
 }

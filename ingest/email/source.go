@@ -183,6 +183,7 @@ type Options struct {
 	DenyDomains         []string `yaml:"denyDomains"`
 	// RateLimitPerHour caps new tickets per sender per hour (replies to
 	// existing tickets are not limited); 0 means 20, negative means no limit.
+	// The store keeps the count, per clock hour, for every daemon together.
 	RateLimitPerHour int `yaml:"rateLimitPerHour"`
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff (with
@@ -198,11 +199,16 @@ type Options struct {
 	// never count.
 	MaxDeliveryAttempts int `yaml:"maxDeliveryAttempts"`
 
+	// MailboxLeaseTTL is how long a mailbox stays with a daemon that died
+	// before another daemon of the deployment takes it over (see lease.go);
+	// renewed every third of it. Default DefaultMailboxLeaseTTL.
+	MailboxLeaseTTL time.Duration `yaml:"mailboxLeaseTTL"`
+
 	// Logger; nil means slog.Default(). A component attribute is added.
 	Logger *slog.Logger `yaml:"-"`
-	// Now is the clock (rate limiting); nil means time.Now.
-	Now func() time.Time `yaml:"-"`
 }
+
+func (o *Options) leaseRenew() time.Duration { return o.MailboxLeaseTTL / 3 }
 
 func (o *Options) idle() bool { return o.Idle == nil || *o.Idle }
 
@@ -272,6 +278,9 @@ func (o *Options) Validate() error {
 		if v < 0 {
 			bad(key, "%d is negative (0 means the default)", v)
 		}
+	}
+	if o.MailboxLeaseTTL < 0 {
+		bad("mailboxLeaseTTL", "%s is negative (0 means %s)", o.MailboxLeaseTTL, DefaultMailboxLeaseTTL)
 	}
 	switch o.UnknownSenderPolicy {
 	case "", PolicyCreate, PolicyReject:
@@ -356,11 +365,11 @@ func (o *Options) setDefaults() {
 	if o.MaxDeliveryAttempts == 0 {
 		o.MaxDeliveryAttempts = DefaultMaxDeliveryAttempts
 	}
+	if o.MailboxLeaseTTL == 0 {
+		o.MailboxLeaseTTL = DefaultMailboxLeaseTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-	if o.Now == nil {
-		o.Now = time.Now
 	}
 }
 
@@ -389,6 +398,7 @@ func checkPlainRemote(a *Account, remote net.Addr) error {
 type Store interface {
 	TicketWriter
 	MailboxStates
+	MailboxLeases
 	// Ready fails while the store cannot be reached or refuses writes
 	// (disk full): then a failed delivery is the store's, not the mail's.
 	Ready(ctx context.Context) error
@@ -510,6 +520,7 @@ type worker struct {
 	id      string // the MailboxState id: account/mailbox
 	log     *slog.Logger
 	wake    chan struct{}
+	ls      workerState // the mailbox lease (lease.go)
 
 	// attempts counts failed deliveries per UID that are the message's
 	// fault (see refusedMail), so a message the store keeps refusing is
@@ -540,7 +551,8 @@ func (w *worker) poke() {
 	}
 }
 
-func (w *worker) run(ctx context.Context) {
+// read reads the mailbox, reconnecting with backoff, until ctx ends.
+func (w *worker) read(ctx context.Context) {
 	delay := w.src.opts.ReconnectMin
 	for ctx.Err() == nil {
 		w.healthy = false

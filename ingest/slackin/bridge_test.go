@@ -59,6 +59,9 @@ func newDesk(t *testing.T, configure func(*Options)) *desk {
 	if configure != nil {
 		configure(&o)
 	}
+	if own, ok := o.Store.(*store.Store); ok { // configure may bring its own (with a clock)
+		st = own
+	}
 	b, err := New(o)
 	if err != nil {
 		t.Fatal(err)

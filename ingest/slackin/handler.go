@@ -13,7 +13,6 @@ import (
 	"github.com/slack-go/slack/slackevents"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/ticketd/ticketd/internal/ratelimit"
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -38,6 +37,10 @@ type Store interface {
 	AgentByEmail(ctx context.Context, email string) (*store.Agent, error)
 	EditOpening(ctx context.Context, id bson.ObjectID, scope store.Scope, subject, description string, by store.Actor) (*store.Ticket, bool, error)
 	Limits() store.Limits
+	// The per-writer limit on new tickets, kept in the store so that every
+	// daemon counts against one budget.
+	TakeRateSlot(ctx context.Context, key string, limit int, window time.Duration) (store.RateSlot, bool, error)
+	ReturnRateSlot(ctx context.Context, slot store.RateSlot) error
 }
 
 // SlackAPI is the part of the Web API the handler calls. *slack.Client
@@ -128,10 +131,9 @@ type Options struct {
 	IntakeCategory string
 	// NewTicketsPerHour caps the tickets one Slack user opens per hour,
 	// like email.rateLimitPerHour for a sender; 0 means
-	// DefaultNewTicketsPerHour, negative no limit.
+	// DefaultNewTicketsPerHour, negative no limit. The store keeps the
+	// count, per clock hour, for every daemon together.
 	NewTicketsPerHour int
-	// Now is the clock of the rate limit; nil means time.Now.
-	Now func() time.Time
 }
 
 // Counts count what became of the payloads handled, for /metrics.
@@ -171,9 +173,8 @@ type Bridge struct {
 	// Counts are what became of the payloads handled, read by /metrics.
 	Counts Counts
 
-	intake   map[string]bool    // IntakeChannels
-	limit    *ratelimit.Limiter // new tickets per Slack user
-	notRoots *keySet            // agents' channel messages known not to be a ticket's root (rootbind.go)
+	intake   map[string]bool // IntakeChannels
+	notRoots *keySet         // agents' channel messages known not to be a ticket's root (rootbind.go)
 }
 
 var _ Handler = (*Bridge)(nil)
@@ -212,7 +213,7 @@ func New(o Options) (*Bridge, error) {
 		o.NewTicketsPerHour = DefaultNewTicketsPerHour
 	}
 	b := &Bridge{o: o, log: o.Logger.With("component", "slackin"), intake: map[string]bool{},
-		limit: ratelimit.New(o.NewTicketsPerHour, time.Hour, o.Now), notRoots: newKeySet(maxKnownNotRoots)}
+		notRoots: newKeySet(maxKnownNotRoots)}
 	for _, ch := range o.IntakeChannels {
 		if ch == o.Channel {
 			return nil, fmt.Errorf("slackin: the agents' channel %s cannot be an intake channel", ch)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
@@ -172,8 +173,11 @@ func (h *Bridge) openTicket(ctx context.Context, e *slackevents.MessageEvent, fi
 		h.Counts.Ignored.Add(1)
 		return nil
 	}
-	limitKey := w.team + "/" + e.User
-	if !h.limit.Allow(limitKey) {
+	slot, allowed, err := h.o.Store.TakeRateSlot(ctx, "slack:"+w.team+"/"+e.User, h.o.NewTicketsPerHour, time.Hour)
+	if err != nil {
+		return fmt.Errorf("rate limit of %s: %w", e.User, err)
+	}
+	if !allowed {
 		h.log.Warn("new ticket from Slack refused: rate limit", "user", e.User, "team", w.team, "channel", e.Channel, "per_hour", h.o.NewTicketsPerHour)
 		h.refuse(ctx, e.Channel, e.User, "", refuseRateLimit)
 		return nil
@@ -181,7 +185,11 @@ func (h *Bridge) openTicket(ctx context.Context, e *slackevents.MessageEvent, fi
 	ok := false
 	defer func() {
 		if !ok {
-			h.limit.Refund(limitKey)
+			// Nothing was opened: the slot goes back. Failing to give it
+			// back costs the writer one ticket this hour, not the message.
+			if err := h.o.Store.ReturnRateSlot(ctx, slot); err != nil {
+				h.log.Warn("giving back a rate-limit slot failed", "user", e.User, "err", err)
+			}
 		}
 	}()
 	c, err := h.customer(ctx, e.User, e.Channel, w)

@@ -3,12 +3,14 @@ package slackin
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ticketd/ticketd/internal/slackfake"
 	"github.com/ticketd/ticketd/internal/slackui"
 	"github.com/ticketd/ticketd/store"
+	"github.com/ticketd/ticketd/store/storetest"
 )
 
 // Intake test people and channels (besides the desk's).
@@ -195,8 +197,12 @@ func TestIntakeEditsAndDeletions(t *testing.T) {
 }
 
 func TestIntakeRateLimitPerWriter(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	d := newIntakeDesk(t, func(o *Options) { o.NewTicketsPerHour = 2; o.Now = func() time.Time { return now } })
+	// The store keeps the count, in clock-hour windows, by its own clock.
+	var now atomic.Pointer[time.Time]
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	now.Store(&start)
+	st, _ := storetest.OpenWith(t, store.OpenOptions{Now: func() time.Time { return *now.Load() }})
+	d := newIntakeDesk(t, func(o *Options) { o.NewTicketsPerHour = 2; o.Store = st })
 	before := d.ticketCount()
 	first := d.post(slackfake.MessageSpec{Channel: intakeCh, User: guestID, Text: "ticket a"})
 	for _, text := range []string{"ticket b", "ticket c"} {
@@ -209,12 +215,13 @@ func TestIntakeRateLimitPerWriter(t *testing.T) {
 		t.Errorf("the refused writer was not told: %+v", eph)
 	}
 	// A redelivery of an opened message does not count; another writer
-	// is not limited by the first; the window slides.
+	// is not limited by the first; the next hour starts afresh.
 	d.mustDeliver(first)
 	d.post(slackfake.MessageSpec{Channel: intakeCh, User: memberID, Text: "mine"})
-	now = now.Add(61 * time.Minute)
+	next := start.Add(time.Hour)
+	now.Store(&next)
 	d.post(slackfake.MessageSpec{Channel: intakeCh, User: guestID, Text: "after the hour"})
 	if n := d.ticketCount() - before; n != 4 {
-		t.Errorf("%d tickets, want 4 after the window slid", n)
+		t.Errorf("%d tickets, want 4 in the next hour", n)
 	}
 }

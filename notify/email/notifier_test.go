@@ -345,11 +345,11 @@ type crashingStore struct {
 	crashed atomic.Bool
 }
 
-func (c *crashingStore) CompleteDelivery(ctx context.Context, id string) error {
+func (c *crashingStore) CompleteDelivery(ctx context.Context, d *store.Delivery) error {
 	if c.crashed.CompareAndSwap(false, true) {
 		return errors.New("simulated crash before complete")
 	}
-	return c.Store.CompleteDelivery(ctx, id)
+	return c.Store.CompleteDelivery(ctx, d)
 }
 
 // A crash after sending loses nothing: the lease expires and the mail goes

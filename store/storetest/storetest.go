@@ -56,3 +56,42 @@ func OpenWith(t testing.TB, o store.OpenOptions) (*store.Store, store.OpenOption
 	})
 	return s, o
 }
+
+// SharedURI returns a MongoDB URI and a fresh database name for several
+// daemons (or Stores) sharing one store, as several daemons share a
+// MongoDB: MONGODB_URI when set, else the embedded server started on its
+// own for t (stopped when t ends). Stores opened on it run the shared
+// compare-and-set mode.
+func SharedURI(t testing.TB) (uri, database string) {
+	t.Helper()
+	database = fmt.Sprintf("ticketd_shared_%d", time.Now().UnixNano())
+	if uri = os.Getenv("MONGODB_URI"); uri != "" {
+		return uri, database
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	uri, stop, err := store.StartEmbedded(ctx, filepath.Join(t.TempDir(), "shared"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("start the shared embedded server: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := stop(ctx); err != nil {
+			t.Errorf("stop the shared embedded server: %v", err)
+		}
+	})
+	return uri, database
+}
+
+// Shared opens n Stores on one database, as n daemons on one store (see
+// SharedURI).
+func Shared(t testing.TB, n int) []*store.Store {
+	t.Helper()
+	uri, db := SharedURI(t)
+	out := make([]*store.Store, n)
+	for i := range out {
+		out[i], _ = OpenWith(t, store.OpenOptions{URI: uri, Database: db})
+	}
+	return out
+}

@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Three daemons claiming one queue on the shared embedded server (or
+// MONGODB_URI): every delivery is claimed exactly once. The embedded
+// server's findAndModify is not atomic between clients, so without the
+// claim's unique insert two daemons take the same delivery.
+func TestSharedClaimsOncePerDelivery(t *testing.T) {
+	ctx := context.Background()
+	daemons := sharedStores(t, 3, nil)
+	for _, s := range daemons {
+		if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const tickets = 60
+	cust := Actor{ID: bson.NewObjectID(), Type: CreatorCustomer}
+	for i := range tickets {
+		if _, _, err := daemons[i%3].CreateTicket(ctx, NewTicket{Creator: cust, TeamID: "t", Subject: fmt.Sprint("s", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := daemons[0].RelayAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	claims := map[string]int{}
+	var wg sync.WaitGroup
+	for _, s := range daemons {
+		for range 2 { // two runners per daemon, as a runner's workers
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					d, err := s.ClaimDelivery(ctx, "email", time.Minute)
+					if errors.Is(err, ErrNotFound) {
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					claims[d.ID]++
+					mu.Unlock()
+					if err := s.CompleteDelivery(ctx, d); err != nil && !errors.Is(err, ErrClaimLost) {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	twice := 0
+	for _, n := range claims {
+		if n > 1 {
+			twice++
+		}
+	}
+	if len(claims) != tickets || twice > 0 {
+		t.Errorf("%d deliveries claimed, %d of them more than once; want %d, each once", len(claims), twice, tickets)
+	}
+}
+
+// A requeued dead letter starts its attempts again from 0: its next claim
+// must not be taken for an earlier one (the attempt's name includes the
+// due time).
+func TestSharedClaimAfterRequeue(t *testing.T) {
+	ctx := context.Background()
+	s := sharedStores(t, 1, nil)[0]
+	if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	cust := Actor{ID: bson.NewObjectID(), Type: CreatorCustomer}
+	if _, _, err := s.CreateTicket(ctx, NewTicket{Creator: cust, TeamID: "t", Subject: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RelayAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ClaimDelivery(ctx, "email", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KillDelivery(ctx, d, errors.New("refused")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequeueDelivery(ctx, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.ClaimDelivery(ctx, "email", time.Minute)
+	if err != nil {
+		t.Fatalf("claim after requeue: %v", err)
+	}
+	if again.ID != d.ID || again.Claim == d.Claim {
+		t.Errorf("claimed %s (claim %s) after requeueing %s (claim %s)", again.ID, again.Claim, d.ID, d.Claim)
+	}
+	if err := s.CompleteDelivery(ctx, again); err != nil {
+		t.Error(err)
+	}
+}
