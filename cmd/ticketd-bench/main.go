@@ -3,7 +3,7 @@
 // baseline in the same run, so the ratios hold even when absolute times
 // drift on a shared machine.
 //
-//	go run ./cmd/ticketd-bench [-scenario all|update|reply|fetch] [-small 1000] [-large 20000]
+//	go run ./cmd/ticketd-bench [-scenario all|update|reply|fetch|open|autoclose] [-small 1000] [-large 20000]
 package main
 
 import (
@@ -34,7 +34,7 @@ import (
 )
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, update, reply, fetch or open")
+	scenario := flag.String("scenario", "all", "all, update, reply, fetch, open or autoclose")
 	small := flag.Int("small", 1000, "tickets in the small store")
 	large := flag.Int("large", 20000, "tickets in the large store")
 	ops := flag.Int("ops", 500, "measured operations per figure")
@@ -67,7 +67,8 @@ type bench struct {
 func (b *bench) printf(format string, args ...any) { fmt.Fprintf(b.out, format, args...) }
 
 func (b *bench) run(ctx context.Context, scenario string) error {
-	all := map[string]func(context.Context) error{"update": b.updateScaling, "reply": b.replyThroughput, "fetch": b.fetchLatency, "open": b.openTime}
+	all := map[string]func(context.Context) error{"update": b.updateScaling, "reply": b.replyThroughput, "fetch": b.fetchLatency, "open": b.openTime,
+		"autoclose": b.autoCloseSweep}
 	if scenario != "all" {
 		fn, ok := all[scenario]
 		if !ok {
@@ -75,7 +76,7 @@ func (b *bench) run(ctx context.Context, scenario string) error {
 		}
 		return fn(ctx)
 	}
-	for _, name := range []string{"update", "reply", "fetch", "open"} {
+	for _, name := range []string{"update", "reply", "fetch", "open", "autoclose"} {
 		if err := all[name](ctx); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

@@ -16,7 +16,7 @@ func TestScenariosRun(t *testing.T) {
 	if err := b.run(context.Background(), "all"); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Ratio of medians, 40 vs 20 tickets", "Ratio API / raw driver", "| 40 | GET /api/ticket/fetch |"} {
+	for _, want := range []string{"Ratio of medians, 40 vs 20 tickets", "Ratio API / raw driver", "| 40 | GET /api/ticket/fetch |", "Auto-close job over 40 tickets, 4 of them"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
