@@ -250,6 +250,7 @@ func (c *Config) validate() error {
 	c.Slack.validate(bad, line, c.Tickets.Categories, c.HTTP.ShutdownTimeout)
 	c.Webhooks.validate(bad, line, c.HTTP.ShutdownTimeout)
 	c.Jobs.validate(bad)
+	c.Jobs.SLAJobsConfig.validate(bad, "jobs.", c.Slack.Enabled)
 	return errors.Join(errs...)
 }
 

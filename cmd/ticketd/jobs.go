@@ -26,6 +26,8 @@ type JobsConfig struct {
 	AutoClose   AutoCloseJobConfig `yaml:"autoClose"`
 	Retention   RetentionJobConfig `yaml:"retention"`
 	OutboxSweep JobSchedule        `yaml:"outboxSweep"`
+	// The first-response and digest jobs (slaconfig.go).
+	SLAJobsConfig `yaml:",inline"`
 }
 
 // JobSchedule is when a job runs, and whether at all.
@@ -66,7 +68,8 @@ func defaultJobsConfig() JobsConfig {
 			JobSchedule:   JobSchedule{Enabled: true, Schedule: "17 * * * *"},
 			DeliveredKeys: 7 * day, DeadLetters: 30 * day, IgnoredMail: 30 * day, QuarantinedMail: 90 * day, JobRuns: 7 * day,
 		},
-		OutboxSweep: JobSchedule{Enabled: true, Schedule: "@every 1m"},
+		OutboxSweep:   JobSchedule{Enabled: true, Schedule: "@every 1m"},
+		SLAJobsConfig: defaultSLAJobsConfig(),
 	}
 }
 
@@ -117,18 +120,22 @@ type scheduledJob struct {
 
 // daemonJobs lists the daemon's scheduled jobs. A new job is one more
 // entry here, with its sub-section in JobsConfig.
-func daemonJobs(cfg Config, st *store.Store, log *slog.Logger) []scheduledJob {
+func daemonJobs(cfg Config, st *store.Store, log *slog.Logger, sj *slaJobs) []scheduledJob {
 	j := cfg.Jobs
 	r := j.Retention
 	ages := map[string]time.Duration{
 		store.PruneDelivered: r.DeliveredKeys, store.PruneDeadLetters: r.DeadLetters, store.PruneIgnored: r.IgnoredMail,
 		store.PruneQuarantined: r.QuarantinedMail, store.PruneJobRuns: r.JobRuns,
 	}
-	return []scheduledJob{
+	list := []scheduledJob{
 		{jobs.Job{Name: upkeep.AutoCloseJob, Spec: j.AutoClose.Schedule, Run: upkeep.AutoClose(st, j.AutoClose.AutoCloseAfter, time.Now, log)}, j.AutoClose.Enabled},
 		{jobs.Job{Name: upkeep.RetentionJob, Spec: r.Schedule, Run: upkeep.Retention(st, ages, time.Now, log)}, r.Enabled},
 		{jobs.Job{Name: upkeep.OutboxSweepJob, Spec: j.OutboxSweep.Schedule, Run: upkeep.OutboxSweep(st, log)}, j.OutboxSweep.Enabled},
 	}
+	for _, job := range sj.Jobs {
+		list = append(list, scheduledJob{job, true})
+	}
+	return list
 }
 
 // newScheduler builds the scheduler with list, its metrics in reg; the

@@ -50,7 +50,7 @@ type jobListing struct {
 
 // The daemon schedules its jobs: the outbox sweep (every second here)
 // runs, shows in admin-jobs and is counted in /metrics; a disabled job is
-// listed without a next run.
+// listed without a next run; the first-response job is scheduled when on.
 func TestServeRunsAndListsJobs(t *testing.T) {
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`dataDir: %s
@@ -59,6 +59,7 @@ log: {level: warn}
 jobs:
   outboxSweep: {enabled: true, schedule: "@every 1s"}
   retention: {enabled: false}
+  firstResponse: {enabled: true, schedule: "*/5 * * * *"}
 `, filepath.Join(dir, "data"))
 	if err := os.WriteFile(filepath.Join(dir, "ticketd.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -91,8 +92,11 @@ jobs:
 		return r != nil && r.Outcome == "ok"
 	})
 	jobs := list()
-	if len(jobs) != 3 {
+	if len(jobs) != 4 {
 		t.Errorf("jobs: %+v", jobs)
+	}
+	if j := jobs["first-response"]; !j.Enabled || j.NextRun == nil || j.Schedule != "*/5 * * * *" {
+		t.Errorf("first-response: %+v", j)
 	}
 	if j := jobs["retention"]; j.Enabled || j.NextRun != nil || j.Schedule != "17 * * * *" {
 		t.Errorf("disabled retention: %+v", j)
@@ -103,7 +107,11 @@ jobs:
 	if r := jobs["outboxSweep"].LastRun; r.Holder == "" || r.Token < 1 {
 		t.Errorf("sweep run: %+v", r)
 	}
+	// The run is recorded before it is counted: wait for the count.
+	testwait.For(t, "the sweep counted in /metrics", func() bool {
+		return strings.Contains(string(scrape(t, base)), `ticketd_job_runs_total{job="outboxSweep",outcome="ok"}`)
+	})
 	wantMetrics(t, string(scrape(t, base)),
-		`ticketd_job_runs_total{job="outboxSweep",outcome="ok"}`,
-		`ticketd_job_duration_seconds_count{job="outboxSweep"}`)
+		`ticketd_job_duration_seconds_count{job="outboxSweep"}`,
+		`ticketd_first_response_total`)
 }

@@ -93,7 +93,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 			return c
 		}
 	}
-	sched, err := newScheduler(cfg, st, log, reg, daemonJobs(cfg, st, log))
+	sj, err := buildSLAJobs(cfg.Jobs.SLAJobsConfig, cfg.Slack.Channel, st, slackDesk.slackPoster(), time.Now, log)
+	if err != nil {
+		return err
+	}
+	sj.register(reg)
+	sched, err := newScheduler(cfg, st, log, reg, daemonJobs(cfg, st, log, sj))
 	if err != nil {
 		return err
 	}

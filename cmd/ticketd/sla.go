@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/slack-go/slack"
 
+	"github.com/ticketd/ticketd/internal/jobs"
 	"github.com/ticketd/ticketd/internal/sla"
 	"github.com/ticketd/ticketd/store"
 )
@@ -25,16 +25,10 @@ const (
 	jobDigest        = "digest"
 )
 
-// slaJob is one scheduled job: what the job framework registers as
-// jobs.Job{Name, Spec, Run}.
-type slaJob struct {
-	Name, Spec string
-	Run        func(ctx context.Context) error
-}
-
-// slaJobs are the enabled first-response and digest jobs of this daemon.
+// slaJobs are the enabled first-response and digest jobs of this daemon
+// (the zero value: none).
 type slaJobs struct {
-	Jobs []slaJob
+	Jobs []jobs.Job
 	// firstResponse is nil when that job is off.
 	firstResponse *sla.FirstResponse
 }
@@ -58,7 +52,7 @@ func buildSLAJobs(c SLAJobsConfig, agentsChannel string, st *store.Store, api sl
 			return nil, err
 		}
 		out.firstResponse = fr
-		out.Jobs = append(out.Jobs, slaJob{Name: jobFirstResponse, Spec: c.FirstResponse.Schedule, Run: fr.Run})
+		out.Jobs = append(out.Jobs, jobs.Job{Name: jobFirstResponse, Spec: c.FirstResponse.Schedule, Run: fr.Run})
 	}
 	if c.Digest.Enabled {
 		dg, err := sla.NewDigest(st, api, sla.DigestOptions{
@@ -67,7 +61,7 @@ func buildSLAJobs(c SLAJobsConfig, agentsChannel string, st *store.Store, api sl
 		if err != nil {
 			return nil, err
 		}
-		out.Jobs = append(out.Jobs, slaJob{Name: jobDigest, Spec: c.digestSpec(), Run: dg.Run})
+		out.Jobs = append(out.Jobs, jobs.Job{Name: jobDigest, Spec: c.digestSpec(), Run: dg.Run})
 	}
 	return out, nil
 }

@@ -1,73 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/slack-go/slack"
-	"gopkg.in/yaml.v3"
 
 	"github.com/ticketd/ticketd/internal/slackfake"
 	"github.com/ticketd/ticketd/store/storetest"
 )
-
-// slaExampleBlock is the example's jobs: block of the first-response and
-// digest jobs, uncommented.
-func slaExampleBlock(t *testing.T) []byte {
-	t.Helper()
-	raw, err := os.ReadFile("../../config.example.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := bytes.Cut(raw, []byte("# --- BEGIN jobs: first-response targets and digest"))
-	block, _, ok2 := bytes.Cut(rest, []byte("# --- END jobs:"))
-	if !ok || !ok2 {
-		t.Fatal("config.example.yaml has no first-response/digest block")
-	}
-	var out []string
-	for _, l := range strings.Split(string(block), "\n")[1:] {
-		out = append(out, strings.TrimPrefix(l, "#"))
-	}
-	return []byte(strings.Join(out, "\n"))
-}
-
-// The example block loads strictly, gives every default (even decoded
-// over nothing), lists every key, and validates.
-func TestSLAExampleBlockIsCompleteAndValid(t *testing.T) {
-	block := slaExampleBlock(t)
-	var doc struct {
-		Jobs SLAJobsConfig `yaml:"jobs"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(block))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
-		t.Fatalf("%v\n%s", err, block)
-	}
-	if def := defaultSLAJobsConfig(); !reflect.DeepEqual(doc.Jobs, def) {
-		t.Errorf("example values differ from the defaults:\n example %+v\ndefaults %+v", doc.Jobs, def)
-	}
-	var m map[string]any
-	if err := yaml.Unmarshal(block, &m); err != nil {
-		t.Fatal(err)
-	}
-	jobs, _ := m["jobs"].(map[string]any)
-	for _, key := range yamlKeys(reflect.TypeOf(SLAJobsConfig{}), "") {
-		if !hasKey(jobs, strings.Split(key, ".")) {
-			t.Errorf("the example block lacks jobs.%s", key)
-		}
-	}
-	if errs := validateSLA(doc.Jobs, true); len(errs) != 0 {
-		t.Errorf("the defaults are invalid: %v", errs)
-	}
-}
 
 func validateSLA(c SLAJobsConfig, slackEnabled bool) []string {
 	var errs []string

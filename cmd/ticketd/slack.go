@@ -59,10 +59,13 @@ type slackDesk struct {
 	newTicketsPerHour int
 	// publicURL is http.publicURL, the start of the links posted to Slack.
 	publicURL string
-	st        *store.Store
-	base      *slog.Logger // for the parts, which tag their own component
-	log       *slog.Logger
-	client    *slack.Client
+	// escalationChannel is where missed first-response targets are posted
+	// too (jobs.firstResponse.escalationChannel); empty for none.
+	escalationChannel string
+	st                *store.Store
+	base              *slog.Logger // for the parts, which tag their own component
+	log               *slog.Logger
+	client            *slack.Client
 
 	// Set once auth.test succeeded (and again after a worker restart).
 	bridge atomic.Pointer[slackin.Bridge]
@@ -87,7 +90,8 @@ func newSlackDesk(cfg Config, st *store.Store, log *slog.Logger) *slackDesk {
 	d := &slackDesk{
 		cfg: cfg.Slack, limits: st.Limits(), maxAttachment: cfg.Email.Inbound.MaxAttachmentBytes, st: st,
 		newTicketsPerHour: cfg.Email.Inbound.RateLimitPerHour, publicURL: cfg.HTTP.PublicURL,
-		base: log, log: log.With("component", "slack"),
+		escalationChannel: cfg.Jobs.SLAJobsConfig.EscalationChannel(),
+		base:              log, log: log.With("component", "slack"),
 		client: slack.New(cfg.Slack.BotToken, slack.OptionAPIURL(cfg.Slack.APIURL)),
 		state:  slackin.StateConnecting,
 	}
@@ -183,6 +187,7 @@ func (d *slackDesk) run(ctx context.Context) error {
 	adapter, err := slackout.New(slackout.Options{
 		Client: d.client, Channel: d.cfg.Channel, BotUserID: id.BotUserID,
 		MaxUploadBytes: d.cfg.MaxUploadBytes, APIBaseURL: d.publicURL, Store: d.st, Logger: d.base,
+		EscalationChannel: d.escalationChannel,
 	})
 	if err != nil {
 		return err
