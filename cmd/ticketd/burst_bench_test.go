@@ -6,7 +6,7 @@ package main
 // relay running, as an operator runs it. BENCHMARKS.md quotes it; no timing
 // is asserted anywhere.
 //
-//	go test ./cmd/ticketd/ -run '^$' -bench EmailBurst -benchtime 1x -count 3 -timeout 30m
+//	go test ./cmd/ticketd/ -run '^$' -bench EmailBurst -benchtime 1x -count 3 -timeout 60m
 
 import (
 	"bytes"
@@ -34,6 +34,12 @@ import (
 // -burst.mails makes a quicker run for profiling.
 var burstMails = flag.Int("burst.mails", 2000, "mails in BenchmarkEmailBurst's burst")
 
+// burstAcks makes BenchmarkEmailBurst also wait for every acknowledgement
+// mail (all-acks-ms, store-ops-with-acks/mail). Off by default: the
+// notifier's claims scan the whole outbox on the embedded server, so
+// 2,000 queued deliveries take many minutes to drain (issue 9).
+var burstAcks = flag.Bool("burst.acks", false, "also wait for every acknowledgement mail")
+
 const (
 	burstSenders = 50
 	// burstRawWriters is how many goroutines write the baseline's tickets
@@ -52,12 +58,14 @@ const (
 // goroutine and once by burstRawWriters; the faster is the baseline.
 //
 // Reported besides the ratio: the store commands the daemon sent per mail
-// (relay and notifier included) up to the last ticket, and up to the last
-// acknowledgement mail; the CPU the process used during the burst, in
-// cores; when the last acknowledgement mail was accepted by SMTP.
+// (relay and notifier included) up to the last ticket; how many
+// acknowledgement mails went out meanwhile; the CPU the process used
+// during the burst, in cores; with -burst.acks, when the last
+// acknowledgement mail was accepted by SMTP and the store commands per
+// mail up to then.
 func BenchmarkEmailBurst(b *testing.B) {
 	var burst, all, raw1, rawN latencies
-	var opsTickets, opsAll, cores float64
+	var opsTickets, opsAll, cores, acked float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		r := runBurst(b, i)
@@ -67,6 +75,7 @@ func BenchmarkEmailBurst(b *testing.B) {
 		opsTickets += r.opsTickets / float64(b.N)
 		opsAll += r.opsAll / float64(b.N)
 		cores += r.cores / float64(b.N)
+		acked += float64(r.acked) / float64(b.N)
 		b.StopTimer()
 		raw1 = append(raw1, rawBurst(b, i, 1))
 		rawN = append(rawN, rawBurst(b, i, burstRawWriters))
@@ -80,9 +89,12 @@ func BenchmarkEmailBurst(b *testing.B) {
 	b.ReportMetric(float64(*burstMails)/raw1.quantile(0.5).Seconds(), "raw-1-tickets/s")
 	b.ReportMetric(float64(*burstMails)/rawN.quantile(0.5).Seconds(), fmt.Sprintf("raw-%d-tickets/s", burstRawWriters))
 	b.ReportMetric(base.Seconds()/med.Seconds(), "throughput-ratio")
-	b.ReportMetric(ms(all.quantile(0.5)), "all-acks-ms")
 	b.ReportMetric(opsTickets, "store-ops/mail")
-	b.ReportMetric(opsAll, "store-ops-with-acks/mail")
+	b.ReportMetric(acked, "acks-mailed-meanwhile")
+	if *burstAcks {
+		b.ReportMetric(ms(all.quantile(0.5)), "all-acks-ms")
+		b.ReportMetric(opsAll, "store-ops-with-acks/mail")
+	}
 	b.ReportMetric(cores, "cpu-cores")
 }
 
@@ -92,6 +104,7 @@ type burstResult struct {
 	acks       time.Duration // ... to the last acknowledgement mail accepted by SMTP
 	opsTickets float64       // store commands per mail, up to the last ticket
 	opsAll     float64       // ... up to the last acknowledgement mail
+	acked      int           // acknowledgement mails sent by the last ticket
 	cores      float64       // process CPU time / wall time, during the burst
 }
 
@@ -180,9 +193,12 @@ func runBurst(tb testing.TB, round int) burstResult {
 	for name, n := range counts {
 		tb.Logf("%s: %.2f per mail", name, float64(n-counts0[name])/float64(*burstMails))
 	}
-	mail.WaitFor(tb, *burstMails+1, 30*time.Minute)
-	r.acks = time.Since(start)
-	r.opsAll = float64(sumCounts(st.CommandCounts())-ops0) / float64(*burstMails)
+	r.acked = len(mail.Messages()) - 1
+	if *burstAcks {
+		mail.WaitFor(tb, *burstMails+1, 30*time.Minute)
+		r.acks = time.Since(start)
+		r.opsAll = float64(sumCounts(st.CommandCounts())-ops0) / float64(*burstMails)
+	}
 
 	checkBurstTickets(tb, base, admin, round)
 	return r
