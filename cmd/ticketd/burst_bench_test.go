@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -366,42 +365,18 @@ func rawBurst(tb testing.TB, round, writers int) time.Duration {
 		tb.Fatal(err)
 	}
 	defer st.Close(context.WithoutCancel(ctx))
-	next := make(chan int)
-	var mu sync.Mutex
-	var failed error
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range next {
-				name, addr := burstSender(j)
-				cust, _, err := st.FindOrCreateCustomer(ctx, addr, name, "")
-				if err == nil {
-					_, _, err = st.CreateTicket(ctx, store.NewTicket{
-						Creator: store.Actor{ID: cust.ID, Type: store.CreatorCustomer}, TeamID: cust.TeamID,
-						Category: "Support", Subject: burstSubject(round, j), Description: burstMailText(round, j) + "\n" + name,
-						Source: store.SourceEmail, SourceKey: "email:" + store.NormalizeMessageID(burstMessageID(round, j)),
-						MessageID: burstMessageID(round, j),
-					})
-				}
-				if err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for j := 0; j < *burstMails; j++ {
-		next <- j
-	}
-	close(next)
-	wg.Wait()
-	took := time.Since(start)
-	if failed != nil {
-		tb.Fatal(failed)
-	}
-	return took
+	return timeWriters(tb, *burstMails, writers, func(j int) error {
+		name, addr := burstSender(j)
+		cust, _, err := st.FindOrCreateCustomer(ctx, addr, name, "")
+		if err != nil {
+			return err
+		}
+		_, _, err = st.CreateTicket(ctx, store.NewTicket{
+			Creator: store.Actor{ID: cust.ID, Type: store.CreatorCustomer}, TeamID: cust.TeamID,
+			Category: "Support", Subject: burstSubject(round, j), Description: burstMailText(round, j) + "\n" + name,
+			Source: store.SourceEmail, SourceKey: "email:" + store.NormalizeMessageID(burstMessageID(round, j)),
+			MessageID: burstMessageID(round, j),
+		})
+		return err
+	})
 }
