@@ -52,3 +52,31 @@ func TestWriteAttachmentInPieces(t *testing.T) {
 		t.Errorf("another team reads the file: %v", err)
 	}
 }
+
+// A file of one piece, like a mail's whole text, is stored in one write:
+// its bytes go with its metadata, not in a piece of their own.
+func TestWriteSmallAttachmentInOneWrite(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	tk := newTicket(t, s, "team-a", "Files")
+	data := bytes.Repeat([]byte("the whole text of a mail\n"), 100)
+	meta := store.Attachment{ID: bson.NewObjectID(), Filename: "original-message.txt", ContentType: "text/plain; charset=utf-8"}
+	before := s.CommandCounts()
+	if err := s.WriteAttachment(ctx, meta, tk.ID, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	after := s.CommandCounts()
+	if n := after["insert"] - before["insert"]; n != 1 {
+		t.Errorf("%d inserts for a file of one piece, want 1", n)
+	}
+	if err := s.WriteAttachment(ctx, meta, tk.ID, failingReader{}); err != nil {
+		t.Fatalf("writing a stored file again: %v", err)
+	}
+	f, err := s.Attachment(ctx, meta.ID, store.AllTickets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Size != int64(len(data)) || !bytes.Equal(f.Data, data) || f.Filename != "original-message.txt" {
+		t.Errorf("read back size %d, %d bytes, equal=%v", f.Size, len(f.Data), bytes.Equal(f.Data, data))
+	}
+}

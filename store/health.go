@@ -103,6 +103,15 @@ type writeHealth struct {
 	mu        sync.Mutex
 	refusedAt time.Time // zero: the last write went through
 	refusal   error
+
+	// sent counts the commands sent, by name: how many database operations
+	// a piece of work costs is a figure the benchmarks report.
+	sentMu sync.Mutex
+	sent   map[string]int64
+
+	// gate, once serializeWrites made it, lets one write command at a time
+	// reach the database (see writegate.go).
+	gate *writeGate
 }
 
 func newWriteHealth(now func() time.Time) *writeHealth {
@@ -112,6 +121,12 @@ func newWriteHealth(now func() time.Time) *writeHealth {
 	return &writeHealth{now: now}
 }
 
+// serializeWrites makes write commands wait for each other in this
+// process (see writeGate). Call it before the first write.
+func (h *writeHealth) serializeWrites() {
+	h.gate = newWriteGate(time.Now, time.After) // real time: a test's frozen clock would hold deferred writes forever
+}
+
 // writeCommands are the commands whose outcome tells whether the database
 // writes.
 var writeCommands = map[string]bool{"insert": true, "update": true, "delete": true, "findAndModify": true}
@@ -119,12 +134,32 @@ var writeCommands = map[string]bool{"insert": true, "update": true, "delete": tr
 // monitor watches every write command on the client.
 func (h *writeHealth) monitor() *event.CommandMonitor {
 	return &event.CommandMonitor{
+		// The driver calls Started right before it sends a command, and
+		// Succeeded or Failed once it is answered, in the caller's
+		// goroutine: the gate is held for exactly one round trip.
+		Started: func(ctx context.Context, e *event.CommandStartedEvent) {
+			h.sentMu.Lock()
+			if h.sent == nil {
+				h.sent = map[string]int64{}
+			}
+			h.sent[e.CommandName]++
+			h.sentMu.Unlock()
+			if h.gate != nil && writeCommands[e.CommandName] {
+				h.gate.enter(ctx, e.RequestID)
+			}
+		},
 		Succeeded: func(_ context.Context, e *event.CommandSucceededEvent) {
+			if h.gate != nil {
+				h.gate.leave(e.RequestID)
+			}
 			if writeCommands[e.CommandName] {
 				h.record(replyRefusal(e.Reply))
 			}
 		},
 		Failed: func(_ context.Context, e *event.CommandFailedEvent) {
+			if h.gate != nil {
+				h.gate.leave(e.RequestID)
+			}
 			// Other failures (a network error, a rejected document) say
 			// nothing about whether the next write would go through:
 			// Ping covers the network.
@@ -166,6 +201,20 @@ func (h *writeHealth) record(refused error) {
 		return
 	}
 	h.refusedAt, h.refusal = h.now(), refused
+}
+
+// CommandCounts returns how many commands of each name (find, insert,
+// update, findAndModify, ...) this store has sent to the database since it
+// was opened; empty for a store made with New.
+func (s *Store) CommandCounts() map[string]int64 {
+	h := s.writes
+	h.sentMu.Lock()
+	defer h.sentMu.Unlock()
+	out := make(map[string]int64, len(h.sent))
+	for k, v := range h.sent {
+		out[k] = v
+	}
+	return out
 }
 
 // check returns the last refusal, if it is recent and no write has gone

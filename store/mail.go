@@ -145,9 +145,11 @@ func (s *Store) SaveAttachment(ctx context.Context, f AttachmentFile) error {
 // WriteAttachment stores a file read from r, in pieces of ChunkBytes, so
 // that a large file never sits whole in memory on its way to the database.
 // The metadata is written last: a file is listed only once all its pieces
-// are stored. Writing the same _id again is a no-op that does not read r,
-// so a re-read message whose attachment ids are derived from its key does
-// not store its files twice, and an interrupted write is completed.
+// are stored. A file of one piece or less (a mail's text, most images) is
+// stored with its metadata, in one write. Writing the same _id again is a
+// no-op that does not read r, so a re-read message whose attachment ids are
+// derived from its key does not store its files twice, and an interrupted
+// write is completed.
 func (s *Store) WriteAttachment(ctx context.Context, a Attachment, ticket bson.ObjectID, r io.Reader) error {
 	if _, err := findByID[AttachmentFile](ctx, s.col(colAttachments), a.ID); err == nil {
 		return nil
@@ -159,6 +161,17 @@ func (s *Store) WriteAttachment(ctx context.Context, a Attachment, ticket bson.O
 	buf := make([]byte, ChunkBytes)
 	for {
 		n, err := io.ReadFull(r, buf)
+		end := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !end {
+			return fmt.Errorf("save attachment %s: read: %w", a.Filename, err)
+		}
+		if end && f.Chunks == 0 {
+			// The whole file is this piece: kept in the metadata's
+			// document (Data), as Attachment reads it.
+			f.Data = buf[:n]
+			f.Size = int64(n)
+			break
+		}
 		if n > 0 {
 			c := chunk{ID: chunkID(a.ID, f.Chunks), Data: buf[:n]}
 			if _, err := s.col(colChunks).InsertOne(ctx, c); err != nil && !mongo.IsDuplicateKeyError(err) {
@@ -167,11 +180,8 @@ func (s *Store) WriteAttachment(ctx context.Context, a Attachment, ticket bson.O
 			f.Chunks++
 			f.Size += int64(n)
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if end {
 			break
-		}
-		if err != nil {
-			return fmt.Errorf("save attachment %s: read: %w", a.Filename, err)
 		}
 	}
 	f.CreatedAt = s.nowUTC()

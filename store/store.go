@@ -132,6 +132,9 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	if s.writes == nil {
 		s.writes = newWriteHealth(s.now)
 	}
+	if s.serial {
+		s.writes.serializeWrites()
+	}
 	if err := s.ensureIndexes(ctx); err != nil {
 		return nil, err
 	}

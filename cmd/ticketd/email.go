@@ -172,7 +172,9 @@ func startEmail(ctx context.Context, wg *sync.WaitGroup, cfg EmailConfig, st *st
 		newStatsCollector("ticketd_email_inbound_messages_total", "Inbound mail by outcome (tickets, responses, duplicates, ignored, quarantined, ...).", source.Stats),
 		newStatsCollector("ticketd_email_outbound_deliveries_total", "Outbound mail deliveries by outcome (sent, skipped, retried, dead).", notifier.Stats),
 	)
-	runWorker(ctx, wg, log, "email-outbound", notifier.Run)
+	// The notifier's writes are deferred work: on the embedded store they
+	// yield to the writes of incoming mail (store.Deferrable).
+	runWorker(ctx, wg, log, "email-outbound", func(ctx context.Context) error { return notifier.Run(store.Deferrable(ctx)) })
 	var reader *emailin.Source
 	if len(in.Accounts) > 0 {
 		runWorker(ctx, wg, log, "email-inbound", source.Run)

@@ -24,9 +24,11 @@ import (
 // Proven here, where every package is known: the store is what the API needs.
 var _ api.Store = (*store.Store)(nil)
 
-// serveHooks lets tests learn the listening address.
+// serveHooks lets tests learn the listening address, and benchmarks the
+// store the daemon opened.
 type serveHooks struct {
 	listening func(addr string)
+	store     func(st *store.Store)
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string, hooks *serveHooks) error {
@@ -53,6 +55,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 	})
 	if err != nil {
 		return err
+	}
+	if hooks != nil && hooks.store != nil {
+		hooks.store(st)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -145,7 +150,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks *serveHooks)
 		return err
 	}
 	runWorker(workCtx, &workers, log, "outbox-relay", func(ctx context.Context) error {
-		return st.RunRelay(ctx, cfg.relaySweep())
+		// Deferred work: on the embedded store, its writes yield to those
+		// of incoming messages and API requests (store.Deferrable).
+		return st.RunRelay(store.Deferrable(ctx), cfg.relaySweep())
 	})
 	sched.Start()
 

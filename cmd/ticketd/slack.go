@@ -211,7 +211,10 @@ func (d *slackDesk) run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	for _, fn := range []func(context.Context) error{runner.Run, func(ctx context.Context) error {
+	// The sink's writes are deferred work: on the embedded store they yield
+	// to the writes of incoming messages (store.Deferrable).
+	sink := func(ctx context.Context) error { return runner.Run(store.Deferrable(ctx)) }
+	for _, fn := range []func(context.Context) error{sink, func(ctx context.Context) error {
 		if socket == nil {
 			<-ctx.Done()
 			return nil

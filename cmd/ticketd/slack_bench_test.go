@@ -585,6 +585,21 @@ func newRawDesk(tb testing.TB, limits store.Limits) *rawDesk {
 // reply from Slack, with its message key) and returns how long it took.
 func (r *rawDesk) write(round, n, writers int) time.Duration {
 	ctx := context.Background()
+	return timeWriters(r.tb, n, writers, func(j int) error {
+		_, _, err := r.st.AddResponse(ctx, r.tickets[j%burstTickets], store.AllTickets, store.NewResponse{
+			Author:      r.agent,
+			Description: burstText(round, j),
+			Source:      store.SourceSlack,
+			SourceKey:   slackui.SourceKey(slackfake.ChannelID, fmt.Sprintf("%d.%06d", round, j)),
+		})
+		return err
+	})
+}
+
+// timeWriters calls write(j) for j from 0 to n-1 from writers goroutines
+// and returns how long they took; a failed write fails tb.
+func timeWriters(tb testing.TB, n, writers int, write func(j int) error) time.Duration {
+	tb.Helper()
 	next := make(chan int)
 	var mu sync.Mutex
 	var failed error
@@ -595,13 +610,7 @@ func (r *rawDesk) write(round, n, writers int) time.Duration {
 		go func() {
 			defer wg.Done()
 			for j := range next {
-				_, _, err := r.st.AddResponse(ctx, r.tickets[j%burstTickets], store.AllTickets, store.NewResponse{
-					Author:      r.agent,
-					Description: burstText(round, j),
-					Source:      store.SourceSlack,
-					SourceKey:   slackui.SourceKey(slackfake.ChannelID, fmt.Sprintf("%d.%06d", round, j)),
-				})
-				if err != nil {
+				if err := write(j); err != nil {
 					mu.Lock()
 					failed = err
 					mu.Unlock()
@@ -616,7 +625,7 @@ func (r *rawDesk) write(round, n, writers int) time.Duration {
 	wg.Wait()
 	took := time.Since(start)
 	if failed != nil {
-		r.tb.Fatal(failed)
+		tb.Fatal(failed)
 	}
 	return took
 }

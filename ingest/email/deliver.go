@@ -182,14 +182,28 @@ const maxAddressBytes = 254
 // not. It returns an error only when the message should be tried again (the
 // store failed); anything wrong with the message itself is quarantined.
 func (d *deliverer) deliver(ctx context.Context, in inbound) (Result, error) {
+	msg, err := d.parse(in)
+	return d.deliverParsed(ctx, in, msg, err)
+}
+
+// parse reads a message as deliver does, recipients included.
+func (d *deliverer) parse(in inbound) (*Message, error) {
 	// DataLater: attachments are decoded again, as streams, when stored,
 	// as is a text longer than a description can use.
 	msg, err := safeParse(in.raw, ParseOptions{MaxAttachmentBytes: d.o.MaxAttachmentBytes, DataLater: true,
 		MaxTextBytes: textBytes(d.w.Limits())})
 	if err != nil {
-		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
+		return nil, err
 	}
 	msg.DeliveredTo = append(msg.DeliveredTo, in.recipients...)
+	return msg, nil
+}
+
+// deliverParsed is deliver of a message parse returned msg and err for.
+func (d *deliverer) deliverParsed(ctx context.Context, in inbound, msg *Message, err error) (Result, error) {
+	if err != nil {
+		return d.quarantine(ctx, in, "unparsable: "+err.Error(), nil)
+	}
 	key := idempotencyKey(msg, in.raw)
 	from := normAddr(msg.From.Address)
 	log := d.log.With("key", key, "from", from)

@@ -817,8 +817,9 @@ type msgMeta struct {
 	size int64
 }
 
-// drain handles every message after st.LastUID, in UID order, until there
-// is none left (or ctx is cancelled between two messages).
+// drain handles every message after st.LastUID, in UID order (see
+// handleAll), until there is none left (or ctx is cancelled between two
+// messages).
 func (w *worker) drain(ctx context.Context, c *imapclient.Client, st *store.MailboxState) error {
 	for ctx.Err() == nil {
 		metas, err := w.listNew(c, w.handledUID)
@@ -828,15 +829,13 @@ func (w *worker) drain(ctx context.Context, c *imapclient.Client, st *store.Mail
 		if len(metas) == 0 {
 			return w.checkpoint(ctx, c, st)
 		}
-		for _, m := range metas {
-			if ctx.Err() != nil {
-				// Stopping: acknowledge what is stored while the
-				// connection is still there.
-				return w.checkpoint(context.WithoutCancel(ctx), c, st)
-			}
-			if err := w.handle(ctx, c, st, m); err != nil {
-				return err
-			}
+		if err := w.handleAll(ctx, c, st, metas); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			// Stopping: acknowledge what is stored while the
+			// connection is still there.
+			return w.checkpoint(context.WithoutCancel(ctx), c, st)
 		}
 	}
 	return nil
@@ -859,52 +858,29 @@ func (w *worker) listNew(c *imapclient.Client, last uint32) ([]msgMeta, error) {
 	return out, nil
 }
 
-// handle stores one message, then acknowledges it on the server, then
-// records it as read. A crash between any two steps re-reads the message,
-// which the idempotency keys make harmless.
-func (w *worker) handle(ctx context.Context, c *imapclient.Client, st *store.MailboxState, m msgMeta) error {
+// handleOversize quarantines a message over MaxMessageBytes from its
+// envelope and first bytes, then records it as handled (the pipeline's
+// other messages have all ended). A crash between any two steps re-reads
+// the message, which the idempotency keys make harmless.
+func (w *worker) handleOversize(ctx context.Context, c *imapclient.Client, st *store.MailboxState, m msgMeta) error {
 	o := &w.src.opts
 	// The message in flight is finished even when ctx is cancelled.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultDeliveryTimeout)
 	defer cancel()
 	in := inbound{mailbox: w.id, uidValidity: st.UIDValidity, uid: m.uid, size: m.size}
-	var res Result
-	if m.size > o.MaxMessageBytes {
-		w.src.c.fetched.Add(1)
-		raw, env, err := w.fetchHead(c, m.uid, o.QuarantineRawBytes)
-		if err != nil {
-			return err
-		}
-		if raw == nil && env == nil {
-			return w.advance(mctx, c, st, m.uid) // expunged meanwhile
-		}
-		in.raw = raw
-		reason := fmt.Sprintf("message is %d bytes, over maxMessageBytes %d", m.size, o.MaxMessageBytes)
-		res, err = w.src.d.quarantine(mctx, in, reason, env)
-		if err != nil {
-			return w.storeFailed(err, m.uid, false)
-		}
-	} else {
-		raw, err := w.fetchBody(c, m.uid, o.MaxMessageBytes)
-		if err != nil {
-			return err
-		}
-		if raw == nil {
-			return w.advance(mctx, c, st, m.uid)
-		}
-		w.src.c.fetched.Add(1)
-		in.raw = raw
-		res, err = w.src.d.deliver(mctx, in)
-		if err != nil {
-			refused := w.refusedMail(mctx, err)
-			if refused && w.attempts[m.uid]+1 >= o.MaxDeliveryAttempts {
-				w.log.Error("the store keeps refusing this message; quarantining it", "uid", m.uid, "err", err)
-				res, err = w.src.d.quarantine(mctx, in, "store refused it: "+err.Error(), nil)
-			}
-			if err != nil {
-				return w.storeFailed(err, m.uid, refused)
-			}
-		}
+	w.src.c.fetched.Add(1)
+	raw, env, err := w.fetchHead(c, m.uid, o.QuarantineRawBytes)
+	if err != nil {
+		return err
+	}
+	if raw == nil && env == nil {
+		return w.advance(mctx, c, st, m.uid) // expunged meanwhile
+	}
+	in.raw = raw
+	reason := fmt.Sprintf("message is %d bytes, over maxMessageBytes %d", m.size, o.MaxMessageBytes)
+	res, err := w.src.d.quarantine(mctx, in, reason, env)
+	if err != nil {
+		return w.storeFailed(err, m.uid, false)
 	}
 	delete(w.attempts, m.uid)
 	w.unacked = append(w.unacked, pendingAck{m.uid, res.Kind == KindQuarantined})

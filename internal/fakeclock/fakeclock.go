@@ -62,3 +62,11 @@ func (c *Clock) Advance(d time.Duration) {
 	clear(c.sleepers[len(kept):])
 	c.sleepers = kept
 }
+
+// Sleepers returns how many After channels wait for a later time: a test
+// can wait for the code under test to be asleep before it moves time.
+func (c *Clock) Sleepers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sleepers)
+}
