@@ -51,7 +51,9 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 	}
 	uri := o.URI
 	var stopEmbedded func(context.Context) error
+	var sqliteFile string
 	if uri == "" {
+		sqliteFile = filepath.Join(o.DataDir, o.Database+".sqlite")
 		var err error
 		uri, stopEmbedded, err = startEmbedded(ctx, o.DataDir, o.Logger, o.sqlitePragmas...)
 		if err != nil {
@@ -83,10 +85,8 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 		Serialized: stopEmbedded != nil,
 		writes:     writes,
 		Limits:     o.Limits,
+		sqliteFile: sqliteFile,
 	})
-	if err == nil && stopEmbedded != nil {
-		err = fixEmbeddedIDIndexes(ctx, filepath.Join(o.DataDir, o.Database+".sqlite"))
-	}
 	if err != nil {
 		_ = client.Disconnect(ctx)
 		if stopEmbedded != nil {
@@ -95,7 +95,8 @@ func Open(ctx context.Context, o OpenOptions) (*Store, error) {
 		return nil, err
 	}
 	if stopEmbedded != nil {
-		s.closers = append(s.closers, stopEmbedded)
+		// Closed after the listing index (closers run last first).
+		s.closers = append([]func(context.Context) error{stopEmbedded}, s.closers...)
 	}
 	return s, nil
 }

@@ -230,26 +230,44 @@ func (s *Store) RelayAll(ctx context.Context) (int, error) {
 	if _, ok := s.Sinks(); !ok {
 		return 0, fmt.Errorf("relay: %w", ErrNotJoined)
 	}
-	cur, err := s.tickets.Find(ctx, bson.D{{Key: "outbox.0", Value: bson.D{{Key: "$exists", Value: true}}}},
-		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	ids, err := s.ticketsWithEvents(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("find tickets with events: %w", classify(err))
-	}
-	var ids []struct {
-		ID bson.ObjectID `bson:"_id"`
-	}
-	if err := cur.All(ctx, &ids); err != nil {
-		return 0, fmt.Errorf("find tickets with events: %w", classify(err))
+		return 0, err
 	}
 	total := 0
-	for _, t := range ids {
-		n, err := s.RelayTicket(ctx, t.ID)
+	for _, id := range ids {
+		n, err := s.RelayTicket(ctx, id)
 		if err != nil {
 			return total, err
 		}
 		total += n
 	}
 	return total, s.repairHeads(ctx)
+}
+
+// ticketsWithEvents finds the tickets holding events not yet relayed from
+// an index, never by reading every ticket: the partial index
+// "pending_events" on MongoDB, the listing index on the embedded server.
+func (s *Store) ticketsWithEvents(ctx context.Context) ([]bson.ObjectID, error) {
+	if s.index != nil {
+		return s.index.withEvents(ctx)
+	}
+	cur, err := s.tickets.Find(ctx, bson.D{{Key: "outbox._id", Value: bson.D{{Key: "$exists", Value: true}}}},
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("find tickets with events: %w", classify(err))
+	}
+	var docs []struct {
+		ID bson.ObjectID `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("find tickets with events: %w", classify(err))
+	}
+	ids := make([]bson.ObjectID, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+	}
+	return ids, nil
 }
 
 // repairHeads gives each ticket and sink with waiting deliveries but none

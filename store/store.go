@@ -46,6 +46,9 @@ type Options struct {
 	// defaults.
 	Limits Limits
 
+	// sqliteFile, set by Open for the embedded server, is its SQLite
+	// database, where the listing index lives (see listindex.go).
+	sqliteFile string
 	// writes, set by Open, learns from the client's command monitor whether
 	// the database refuses writes; nil means Ready checks the ping only.
 	writes *writeHealth
@@ -67,9 +70,9 @@ type Store struct {
 	keys      *mongo.Collection
 	outbox    *mongo.Collection
 
-	locks   stripedLock
-	recent  *recentTickets // nil unless serialized; see cache.go
-	catalog *catalog       // nil unless serialized; see catalog.go
+	locks  stripedLock
+	recent *recentTickets // nil unless serialized; see cache.go
+	index  *listIndex     // nil unless embedded; see listindex.go
 	// customers by address, nil unless serialized: customers never change
 	// once created, and every mail looks its sender up.
 	customersByEmail *lru[string, Customer]
@@ -129,11 +132,16 @@ func New(ctx context.Context, client *mongo.Client, db *mongo.Database, opts Opt
 	if err := s.ensureIndexes(ctx); err != nil {
 		return nil, err
 	}
-	if s.serial {
-		var err error
-		if s.catalog, err = s.loadCatalog(ctx); err != nil {
+	if opts.sqliteFile != "" {
+		if err := fixEmbeddedIDIndexes(ctx, opts.sqliteFile); err != nil {
 			return nil, err
 		}
+		ix, err := openListIndex(ctx, opts.sqliteFile, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.index = ix
+		s.closers = append(s.closers, func(context.Context) error { return ix.close() })
 	}
 	return s, nil
 }
@@ -152,9 +160,10 @@ func Collections() []string {
 // indexSpec is one secondary index, named so that a restart can tell which
 // ones exist.
 type indexSpec struct {
-	name   string
-	keys   bson.D
-	unique bool
+	name    string
+	keys    bson.D
+	unique  bool
+	partial bson.D // partialFilterExpression; nil for none
 }
 
 // needed says whether this deployment gets the index. The embedded server
@@ -167,20 +176,32 @@ func (i indexSpec) needed(serialized bool) bool { return i.unique || !serialized
 func (s *Store) ensureIndexes(ctx context.Context) error {
 	asc := func(k string) bson.E { return bson.E{Key: k, Value: 1} }
 	desc := func(k string) bson.E { return bson.E{Key: k, Value: -1} }
+	listing := func(filter ...bson.E) bson.D {
+		return append(bson.D(filter), asc("isDelete"), desc("updatedAt"), desc("_id"))
+	}
 	idx := map[*mongo.Collection][]indexSpec{
 		s.tickets: {
-			{"sourceKey_unique", bson.D{asc("sourceKey")}, true},
-			{"team_updated", bson.D{asc("teamId"), desc("updatedAt")}, false},
-			{"updated", bson.D{desc("updatedAt")}, false},
-			{"refId", bson.D{asc("refId")}, false},
+			{name: "sourceKey_unique", keys: bson.D{asc("sourceKey")}, unique: true},
+			{name: "refId", keys: bson.D{asc("refId")}},
+			// Listings: each filter, then the listing order, so that a page
+			// and its count read only the matching entries.
+			{name: "live_updated", keys: listing()},
+			{name: "team_live_updated", keys: listing(asc("teamId"))},
+			{name: "creator_live_updated", keys: listing(asc("creatorId"))},
+			{name: "status_live_updated", keys: listing(asc("status"))},
+			{name: "priority_live_updated", keys: listing(asc("priority"))},
+			{name: "category_live_updated", keys: listing(asc("category"))},
+			// The outbox sweep: only tickets holding events are in it.
+			{name: "pending_events", keys: bson.D{asc("outbox._id")},
+				partial: bson.D{{Key: "outbox._id", Value: bson.D{{Key: "$exists", Value: true}}}}},
 		},
-		s.customers:          {{"email", bson.D{asc("email")}, false}},
-		s.agents:             {{"email", bson.D{asc("email")}, false}},
-		s.col(colQuarantine): {{"received", bson.D{desc("receivedAt")}, false}},
-		s.col(colIgnored):    {{"at", bson.D{desc("at")}, false}},
+		s.customers:          {{name: "email", keys: bson.D{asc("email")}}},
+		s.agents:             {{name: "email", keys: bson.D{asc("email")}}},
+		s.col(colQuarantine): {{name: "received", keys: bson.D{desc("receivedAt")}}},
+		s.col(colIgnored):    {{name: "at", keys: bson.D{desc("at")}}},
 		s.outbox: {
-			{"sink_state_next", bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}, false},
-			{"sink_ticket_state_seq", bson.D{asc("sink"), asc("ticketId"), asc("state"), asc("seq")}, false},
+			{name: "sink_state_next", keys: bson.D{asc("sink"), asc("state"), asc("nextAttemptAt")}},
+			{name: "sink_ticket_state_seq", keys: bson.D{asc("sink"), asc("ticketId"), asc("state"), asc("seq")}},
 		},
 	}
 	for col, specs := range idx {
@@ -194,14 +215,26 @@ func (s *Store) ensureIndexes(ctx context.Context) error {
 		var missing []mongo.IndexModel
 		for _, spec := range specs {
 			if spec.needed(s.serial) && !have[spec.name] {
-				missing = append(missing, mongo.IndexModel{Keys: spec.keys, Options: options.Index().SetName(spec.name).SetUnique(spec.unique)})
+				opts := options.Index().SetName(spec.name).SetUnique(spec.unique)
+				if spec.partial != nil {
+					opts.SetPartialFilterExpression(spec.partial)
+				}
+				missing = append(missing, mongo.IndexModel{Keys: spec.keys, Options: opts})
 			}
 		}
 		if len(missing) == 0 {
 			continue
 		}
-		if _, err := col.Indexes().CreateMany(ctx, missing); err != nil {
-			return fmt.Errorf("create indexes on %s: %w", col.Name(), classify(err))
+		for _, m := range missing {
+			_, err := col.Indexes().CreateOne(ctx, m)
+			var ce mongo.CommandError
+			if errors.As(err, &ce) && ce.Code == 238 { // NotImplemented: the embedded server lacks partial indexes
+				s.log.Info("index not supported by this server; its queries scan instead", "collection", col.Name(), "err", err)
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create indexes on %s: %w", col.Name(), classify(err))
+			}
 		}
 	}
 	// Every collection must exist, with or without secondary indexes, so

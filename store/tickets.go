@@ -134,14 +134,12 @@ func (s *Store) CreateTicket(ctx context.Context, in NewTicket) (t *Ticket, crea
 			}
 			// The first attempt may have been stored without this process
 			// hearing of it (a timeout after the insert): make sure the
-			// catalog and the relay know it now.
-			s.catalog.put(existing)
+			// relay knows it now.
 			s.signal(existing.ID)
 			return existing, false, s.bindNewThreads(ctx, in, existing.ID)
 		}
 		return nil, false, fmt.Errorf("create ticket: %w", classify(err))
 	}
-	s.catalog.put(t)
 	s.signal(id)
 	// The lookup keys are bound after the insert; a crash in between is
 	// repaired by the retry, which lands in the duplicate branch above.
@@ -166,6 +164,13 @@ func (s *Store) bindNewThreads(ctx context.Context, in NewTicket, id bson.Object
 }
 
 func (s *Store) ticketBySourceKey(ctx context.Context, key string) (*Ticket, error) {
+	if s.index != nil {
+		id, err := s.index.idBy(ctx, "source_key", key)
+		if err != nil {
+			return nil, err
+		}
+		return s.load(ctx, id, nil)
+	}
 	var t Ticket
 	err := s.tickets.FindOne(ctx, bson.D{{Key: "sourceKey", Value: key}}).Decode(&t)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -339,6 +344,13 @@ func (s *Store) Ticket(ctx context.Context, id bson.ObjectID, scope Scope) (*Tic
 
 // TicketByRef returns the ticket with a human number, within scope.
 func (s *Store) TicketByRef(ctx context.Context, ref int64, scope Scope) (*Ticket, error) {
+	if s.index != nil {
+		id, err := s.index.idBy(ctx, "ref", ref)
+		if err != nil {
+			return nil, err
+		}
+		return s.Ticket(ctx, id, scope)
+	}
 	var t Ticket
 	err := s.tickets.FindOne(ctx, bson.D{{Key: "refId", Value: ref}}).Decode(&t)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -421,8 +433,8 @@ func (s *Store) ListTickets(ctx context.Context, scope Scope, q ListQuery) ([]Ti
 	if !utf8.ValidString(q.Keyword) || strings.ContainsRune(q.Keyword, 0) {
 		return nil, 0, fmt.Errorf("list tickets: %w: keyword is not valid text", ErrInvalid)
 	}
-	if s.catalog != nil {
-		return s.listFromCatalog(ctx, q)
+	if s.index != nil {
+		return s.index.list(ctx, q)
 	}
 	opts := options.Find().
 		SetSort(bson.D{{Key: "updatedAt", Value: -1}, {Key: "_id", Value: -1}}).
@@ -614,7 +626,6 @@ func (s *Store) mutate(ctx context.Context, id bson.ObjectID, scope Scope, expec
 		}
 		c.applyTo(t)
 		s.recent.put(t)
-		s.catalog.put(t)
 		if len(c.events) > 0 {
 			s.signal(id)
 		}
@@ -646,19 +657,10 @@ func (s *Store) updateTicket(ctx context.Context, filter, update bson.D) (*mongo
 }
 
 // resync forgets what this process remembers of a ticket after a write
-// whose outcome is unknown, and reads the catalog's summary back from the
-// database (even when the caller's context is gone). If that read fails too,
-// listings re-check every ticket they load, and the next write repairs it.
-func (s *Store) resync(ctx context.Context, id bson.ObjectID) {
+// whose outcome is unknown. (The embedded listing index needs no repair:
+// SQLite keeps it in the document's own transaction.)
+func (s *Store) resync(_ context.Context, id bson.ObjectID) {
 	s.recent.drop(id)
-	if s.catalog == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if t, err := s.load(ctx, id, withoutHistory); err == nil {
-		s.catalog.put(t)
-	}
 }
 
 // nextSeq allocates the next number of a named sequence.

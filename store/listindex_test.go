@@ -1,0 +1,143 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// The listing index (embedded mode) and the database query (MongoDB mode)
+// must list the same tickets in the same order for every query.
+func TestIndexListsLikeTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := t.TempDir()
+	uri, stop, err := startEmbedded(ctx, dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(ctx)
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	withIndex, err := New(ctx, client, client.Database("cat"), Options{Logger: quiet, Serialized: true,
+		sqliteFile: filepath.Join(dir, "cat.sqlite")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withQuery, err := New(ctx, client, client.Database("cat"), Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withIndex.index == nil || withQuery.index != nil {
+		t.Fatal("want one store with the index and one without")
+	}
+
+	creators := []bson.ObjectID{bson.NewObjectID(), bson.NewObjectID()}
+	subjects := []string{"Printer jam", "100% done_now", "printer JAM again", "Café crème machine", "Refund (a.k.a. money back)", "ΣΊΣΥΦΟΣ upgrade", "Login"}
+	var ids []bson.ObjectID
+	for i := 0; i < 30; i++ {
+		tk, _, err := withIndex.CreateTicket(ctx, NewTicket{
+			Creator: Actor{ID: creators[i%2], Type: CreatorCustomer}, TeamID: fmt.Sprintf("team-%d", i%3),
+			Category: []string{"Support", "Billing"}[i%2], Subject: subjects[i%len(subjects)],
+			Description: fmt.Sprintf("details %d, see ticket", i), Priority: Priorities[i%4],
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tk.ID)
+	}
+	admin := Actor{ID: bson.NewObjectID(), Type: CreatorAdmin}
+	for i, id := range ids {
+		switch i % 5 {
+		case 0:
+			st := Statuses[i%len(Statuses)]
+			withIndex.UpdateTicket(ctx, id, AllTickets, TicketUpdate{Status: &st}, admin)
+		case 1:
+			withIndex.AddResponse(ctx, id, AllTickets, NewResponse{Author: admin, Description: "answer"})
+		case 2:
+			withIndex.DeleteTicket(ctx, id, AllTickets, admin)
+		}
+	}
+	queries := []ListQuery{
+		{}, {Limit: 7}, {Limit: 7, Offset: 7}, {Limit: 7, Offset: 28}, {Offset: 100},
+		{TeamID: "team-1"}, {CreatorID: creators[0]}, {Status: StatusClosed}, {Priority: PriorityUrgent},
+		{Category: "Billing", TeamID: "team-2"}, {Keyword: "printer"}, {Keyword: "CAFÉ"}, {Keyword: "σίσυφος"},
+		{Keyword: "(a.k.a."}, {Keyword: ".*"}, {Keyword: "ticket", Limit: 3, Offset: 2}, {Keyword: "nothing like this"},
+		{Keyword: "in"}, {Keyword: "J"}, {Keyword: "%"}, {Keyword: "_"}, {Keyword: "a."}, {Keyword: `"`}, {Keyword: `jam"`},
+		{Keyword: "printer", Status: StatusCreated, TeamID: "team-0"}, {Keyword: "de", Priority: PriorityHigh},
+		{Keyword: "ticket", CreatorID: creators[1], Limit: 2}, {Keyword: "ème"}, {Keyword: "É"}, {Keyword: "σΊ"},
+	}
+	for _, q := range queries {
+		for _, scope := range []Scope{AllTickets, TeamScope("team-0")} {
+			a, an, err := withIndex.ListTickets(ctx, scope, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, bn, err := withQuery.ListTickets(ctx, scope, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if an != bn || fmt.Sprint(idsOf(a)) != fmt.Sprint(idsOf(b)) {
+				t.Errorf("%+v in %+v: index %d %v, database %d %v", q, scope, an, idsOf(a), bn, idsOf(b))
+			}
+		}
+	}
+}
+
+func idsOf(ts []Ticket) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.ID.Hex()[18:]+"/"+string(t.Status))
+	}
+	return out
+}
+
+// Every listing query of the embedded store walks an index in the listing
+// order (no sort of all matches, no scan of all tickets), and the outbox
+// sweep and the look-ups by number and source key search one: what keeps
+// their cost flat as the store grows. SQLite's planner is asked.
+func TestIndexQueriesUseIndexes(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, OpenOptions{DataDir: t.TempDir(), Database: "plans", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	plan := func(q string, args ...any) string { return explain(t, s.index.db, q, args...) }
+	for _, q := range []ListQuery{
+		{}, {Offset: 5000}, {TeamID: "t"}, {CreatorID: bson.NewObjectID()}, {Status: StatusOpen},
+		{Priority: PriorityHigh}, {Category: "Billing"}, {TeamID: "t", Status: StatusOpen, Priority: PriorityLow},
+	} {
+		where, args := q.where()
+		p := plan(`SELECT l.id FROM ticketd_listing l WHERE `+where+` ORDER BY l.updated DESC, l.id DESC LIMIT ? OFFSET ?`, append(args, 50, q.Offset)...)
+		if !strings.Contains(p, "INDEX ticketd_listing_") || strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("page of %+v plans as %q, want a walk of a listing index", q, p)
+		}
+	}
+	where, args := ListQuery{Keyword: "printer"}.where()
+	if p := plan(`SELECT l.id FROM ticketd_listing l WHERE `+where, args...); !strings.Contains(p, "VIRTUAL TABLE INDEX") {
+		t.Errorf("keyword search plans as %q, want the full-text index", p)
+	}
+	// The partial index holds only the tickets with events: walking all of
+	// it is the point.
+	if p := plan(`SELECT id FROM ticketd_listing WHERE outbox > 0`); !strings.Contains(p, "INDEX ticketd_listing_outbox") {
+		t.Errorf("the sweep plans as %q, want the partial index of tickets with events", p)
+	}
+	for _, column := range []string{"ref", "source_key"} {
+		if p := plan(`SELECT id FROM ticketd_listing WHERE `+column+` = ? LIMIT 1`, "x"); !strings.HasPrefix(p, "SEARCH") ||
+			!strings.Contains(p, "INDEX ticketd_listing_"+column) {
+			t.Errorf("the look-up by %s plans as %q, want a search of its index", column, p)
+		}
+	}
+}
