@@ -97,15 +97,15 @@ func (b *bench) seedAll(ctx context.Context) error {
 	}
 	b.printf("## Seeded stores (cached under %s)\n\n", b.scale.cache)
 	b.printf("The oldest tickets are inserted in batches of 500 through the driver, as the store's operations leave them; the newest %d through the store API (create, 2-3 replies, a status change) with %d workers.\n\n", b.scale.seedAPI, b.scale.seedWorkers)
-	b.printf("| tickets | responses | seeding took | in bulk | through the store API | API tickets/s | load at the end | label |\n|---:|---:|---:|---:|---:|---:|---|---|\n")
+	b.printf("| tickets | responses | seeding took | in bulk | through the store API | API tickets/s | SQLITE_BUSY retries | load at the end | label |\n|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, n := range b.scale.sizes {
 		s, err := b.seedStore(ctx, n)
 		if err != nil {
 			return err
 		}
 		i := s.info
-		b.printf("| %d | %d | %s | %d in %s | %d in %s | %.1f | %s | %s |\n", i.Tickets, i.Responses, i.Took.Round(time.Second),
-			i.Bulk, i.BulkTook.Round(time.Second), i.ViaAPI, i.APITook.Round(time.Second), float64(i.ViaAPI)/i.APITook.Seconds(), i.Load, i.Label)
+		b.printf("| %d | %d | %s | %d in %s | %d in %s | %.1f | %d | %s | %s |\n", i.Tickets, i.Responses, i.Took.Round(time.Second),
+			i.Bulk, i.BulkTook.Round(time.Second), i.ViaAPI, i.APITook.Round(time.Second), float64(i.ViaAPI)/i.APITook.Seconds(), i.BusyRetries, i.Load, i.Label)
 	}
 	b.printf("\n")
 	return nil

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,7 +69,8 @@ func TestBulkTicketIsWhatTheStoreMakes(t *testing.T) {
 	if planTicket(i).status == store.StatusCreated {
 		t.Fatal("corpus ticket 1 keeps its first status; pick one that changes")
 	}
-	viaAPI, err := seedTicket(ctx, st, i)
+	var busy atomic.Int64
+	viaAPI, err := seedTicket(ctx, st, i, &busy)
 	if err != nil {
 		t.Fatal(err)
 	}

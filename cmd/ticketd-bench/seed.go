@@ -48,9 +48,12 @@ type seedInfo struct {
 	BulkTook  time.Duration `json:"bulkTook"`
 	ViaAPI    int           `json:"viaAPI"` // made through the store API
 	APITook   time.Duration `json:"apiTook"`
-	Load      string        `json:"load"` // /proc/loadavg when the seeding ended
-	At        time.Time     `json:"at"`
-	Label     string        `json:"label"`
+	// BusyRetries counts store operations the embedded server refused
+	// with SQLITE_BUSY ("database is locked") and the seeding repeated.
+	BusyRetries int       `json:"busyRetries"`
+	Load        string    `json:"load"` // /proc/loadavg when the seeding ended
+	At          time.Time `json:"at"`
+	Label       string    `json:"label"`
 }
 
 func (s *seeded) dataDir() string { return filepath.Join(s.root, "data") }
@@ -182,7 +185,7 @@ func seed(ctx context.Context, dataDir, idsFile string, n, viaAPI, workers int) 
 		return seedInfo{}, err
 	}
 	bulkTook := time.Since(start)
-	var done atomic.Int64
+	var done, busy atomic.Int64
 	next := make(chan int)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
@@ -191,7 +194,7 @@ func seed(ctx context.Context, dataDir, idsFile string, n, viaAPI, workers int) 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				id, err := seedTicket(ctx, st, i)
+				id, err := seedTicket(ctx, st, i, &busy)
 				if err != nil {
 					errs <- fmt.Errorf("ticket %d: %w", i, err)
 					return
@@ -251,7 +254,7 @@ feed:
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	return seedInfo{Tickets: n, Responses: responses, Took: took, Workers: workers, Bulk: bulk, BulkTook: bulkTook,
-		ViaAPI: viaAPI, APITook: apiTook, Load: strings.TrimSpace(string(load)), At: time.Now().UTC()}, nil
+		ViaAPI: viaAPI, APITook: apiTook, BusyRetries: int(busy.Load()), Load: strings.TrimSpace(string(load)), At: time.Now().UTC()}, nil
 }
 
 // seedBulk inserts corpus tickets 0..len(ids)-1 through the driver, in
@@ -331,14 +334,28 @@ func bulkTicket(i, n int, now time.Time) store.Ticket {
 }
 
 // seedTicket makes ticket i of the corpus through the store API and
-// returns its id.
-func seedTicket(ctx context.Context, st *store.Store, i int) (bson.ObjectID, error) {
+// returns its id. An operation the embedded server refuses with
+// SQLITE_BUSY (its write transaction rolled back, nothing stored) is
+// repeated, a few times at most, and counted in busy.
+func seedTicket(ctx context.Context, st *store.Store, i int, busy *atomic.Int64) (bson.ObjectID, error) {
+	retry := func(op func() error) error {
+		for attempt := 0; ; attempt++ {
+			err := op()
+			if err == nil || attempt == 4 || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+				return err
+			}
+			busy.Add(1)
+		}
+	}
 	p := planTicket(i)
 	customer := store.Actor{ID: personID("customer", p.team, p.customer), Type: store.CreatorCustomer, Via: store.SourceAPI}
 	agent := store.Actor{ID: personID("agent", p.team, p.customer%5), Type: store.CreatorAdmin, Via: store.SourceAPI}
-	t, _, err := st.CreateTicket(ctx, store.NewTicket{Creator: customer, TeamID: p.team, Category: p.category,
-		Subject: p.subject, Description: p.description, Priority: p.priority, Source: store.SourceAPI})
-	if err != nil {
+	var t *store.Ticket
+	if err := retry(func() (err error) {
+		t, _, err = st.CreateTicket(ctx, store.NewTicket{Creator: customer, TeamID: p.team, Category: p.category,
+			Subject: p.subject, Description: p.description, Priority: p.priority, Source: store.SourceAPI})
+		return err
+	}); err != nil {
 		return bson.ObjectID{}, err
 	}
 	for _, r := range p.replies {
@@ -346,13 +363,19 @@ func seedTicket(ctx context.Context, st *store.Store, i int) (bson.ObjectID, err
 		if r.byCustomer {
 			by = customer
 		}
-		if _, _, err := st.AddResponse(ctx, t.ID, store.AllTickets, store.NewResponse{Author: by, Description: r.text, Source: store.SourceAPI}); err != nil {
+		if err := retry(func() error {
+			_, _, err := st.AddResponse(ctx, t.ID, store.AllTickets, store.NewResponse{Author: by, Description: r.text, Source: store.SourceAPI})
+			return err
+		}); err != nil {
 			return bson.ObjectID{}, err
 		}
 	}
 	if p.status != store.StatusCreated {
 		status := p.status
-		if _, err := st.UpdateTicket(ctx, t.ID, store.AllTickets, store.TicketUpdate{Status: &status}, agent); err != nil {
+		if err := retry(func() error {
+			_, err := st.UpdateTicket(ctx, t.ID, store.AllTickets, store.TicketUpdate{Status: &status}, agent)
+			return err
+		}); err != nil {
 			return bson.ObjectID{}, err
 		}
 	}
