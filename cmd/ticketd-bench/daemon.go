@@ -46,7 +46,13 @@ func (b *bench) ticketdBinary(ctx context.Context) (string, error) {
 	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
 		return "", fmt.Errorf("find the module root (go env GOMOD): %v", err)
 	}
-	bin := filepath.Join(b.scale.cache, "bin", "ticketd")
+	// One binary per seeding label: two runs of different checkouts on
+	// one cache must not swap each other's daemon.
+	label := b.scale.label
+	if label == "" {
+		label = storeLabel()
+	}
+	bin := filepath.Join(b.scale.cache, "bin", label, "ticketd")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/ticketd")
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	if out, err := cmd.CombinedOutput(); err != nil {
