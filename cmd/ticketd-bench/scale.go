@@ -126,6 +126,7 @@ type listingFigure struct {
 	http, store, raw stats
 	reqs, rows       int
 	total            int64
+	err              string // why the figure could not be taken
 }
 
 // sizeRun is one seeded store opened in this process, with the API over
@@ -287,9 +288,7 @@ func (b *bench) scaleListings(ctx context.Context) error {
 		figs[i] = make([]listingFigure, len(lists[i]))
 	}
 	for k := range lists[0] {
-		if err := b.measureListing(ctx, runs, lists, figs, k); err != nil {
-			return fmt.Errorf("%s: %w", lists[0][k].label, err)
-		}
+		b.measureListing(ctx, runs, lists, figs, k)
 	}
 
 	b.printf("## Listings through HTTP against store size (embedded store, in-process API over loopback)\n\n")
@@ -299,6 +298,10 @@ func (b *bench) scaleListings(ctx context.Context) error {
 		b.printf("| figure | matches | HTTP p50 | HTTP p99 | requests | store p50 | raw read p50 (rows) | HTTP / raw |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for k, l := range lists[i] {
 			f := figs[i][k]
+			if f.err != "" {
+				b.printf("| %s | | %s | | | | | |\n", l.label, f.err)
+				continue
+			}
 			ratio := "-"
 			if f.rows > 0 {
 				ratio = fmt.Sprintf("%.1fx", float64(f.http.p50)/float64(f.raw.p50))
@@ -322,7 +325,15 @@ func (b *bench) scaleListings(ctx context.Context) error {
 		for k, l := range lists[0] {
 			b.printf("| %s |", l.label)
 			for i := range runs {
+				if figs[i][k].reqs == 0 {
+					b.printf(" failed |")
+					continue
+				}
 				b.printf(" %s / %s |", ms(figs[i][k].http.p50), ms(figs[i][k].http.p99))
+			}
+			if figs[last][k].reqs == 0 || figs[first][k].reqs == 0 {
+				b.printf(" - |\n")
+				continue
 			}
 			b.printf(" %.2fx |\n", float64(figs[last][k].http.p50)/float64(figs[first][k].http.p50))
 		}
@@ -333,61 +344,87 @@ func (b *bench) scaleListings(ctx context.Context) error {
 }
 
 // measureListing takes figure k at every size: HTTP requests alternating
-// between the sizes (three to warm up, then rounds until the budget is
-// spent, at least 20 and at most -ops), then the store's ListTickets and
-// the raw read of the last page's ids, alike.
-func (b *bench) measureListing(ctx context.Context, runs []*sizeRun, lists [][]listing, figs [][]listingFigure, k int) error {
-	d, err := b.alternate(len(runs), func(i int) error { return runs[i].get(ctx, lists[i][k]) })
-	if err != nil {
-		return err
-	}
+// between the sizes, then the store's ListTickets (with the API's request
+// timeout) and the raw read of the last page's ids, alike. A size whose
+// request fails is measured no further for this figure; the failure is
+// reported in its place.
+func (b *bench) measureListing(ctx context.Context, runs []*sizeRun, lists [][]listing, figs [][]listingFigure, k int) {
+	d, errs := b.alternate(len(runs), func(i int) error { return runs[i].get(ctx, lists[i][k]) })
 	ids := make([][]string, len(runs))
+	skip := make([]bool, len(runs))
 	for i, r := range runs {
 		f := &figs[i][k]
+		if errs[i] != nil {
+			f.err, skip[i] = fmt.Sprintf("HTTP failed after %d requests: %v", len(d[i]), errs[i]), true
+			continue
+		}
 		f.http, f.reqs, f.rows, f.total = summarize(d[i]), len(d[i]), len(r.lastIDs), r.lastTotal
 		ids[i] = slices.Clone(r.lastIDs)
 	}
-	if d, err = b.alternate(len(runs), func(i int) error {
+	d, errs = b.alternate(len(runs), func(i int) error {
+		if skip[i] {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(ctx, apiRequestTimeout)
+		defer cancel()
 		_, _, err := runs[i].st.ListTickets(ctx, lists[i][k].scope, lists[i][k].q)
 		return err
-	}); err != nil {
-		return err
-	}
+	})
 	for i := range runs {
-		figs[i][k].store = summarize(d[i])
+		if !skip[i] && errs[i] != nil {
+			figs[i][k].err, skip[i] = fmt.Sprintf("store failed after %d calls: %v", len(d[i]), errs[i]), true
+		} else if !skip[i] {
+			figs[i][k].store = summarize(d[i])
+		}
 	}
-	if d, err = b.alternate(len(runs), func(i int) error { return runs[i].raw.read(ctx, ids[i]) }); err != nil {
-		return err
-	}
+	d, errs = b.alternate(len(runs), func(i int) error {
+		if skip[i] {
+			return nil
+		}
+		return runs[i].raw.read(ctx, ids[i])
+	})
 	for i := range runs {
-		figs[i][k].raw = summarize(d[i])
+		if !skip[i] && errs[i] != nil {
+			figs[i][k].err = fmt.Sprintf("raw read failed: %v", errs[i])
+		} else if !skip[i] {
+			figs[i][k].raw = summarize(d[i])
+		}
 	}
-	return nil
 }
 
-// alternate runs op(0), op(1), ... op(sizes-1) in rounds: three to warm
-// up, then until the budget (per size) is spent, at least 20 and at most
-// b.ops; it returns each size's durations.
-func (b *bench) alternate(sizes int, op func(i int) error) ([][]time.Duration, error) {
-	for range 3 {
-		for i := range sizes {
-			if err := op(i); err != nil {
-				return nil, err
-			}
-		}
-	}
+// apiRequestTimeout is the API's default bound on one request, which the
+// store-level figures are held to as well.
+const apiRequestTimeout = 15 * time.Second
+
+// alternate runs op(0), op(1), ... op(sizes-1) in rounds: two to warm up,
+// then until the budget (per size) is spent, with at least 20 rounds (5
+// when they are slow: past twice the budget) and at most b.ops. It
+// returns each size's durations, and the error of each size whose op
+// failed; a failed size is not run again.
+func (b *bench) alternate(sizes int, op func(i int) error) ([][]time.Duration, []error) {
 	d := make([][]time.Duration, sizes)
-	deadline := time.Now().Add(b.scale.budget * time.Duration(sizes))
-	for rounds := 0; rounds < 20 || (rounds < b.ops && time.Now().Before(deadline)); rounds++ {
+	errs := make([]error, sizes)
+	start := time.Now()
+	budget := b.scale.budget * time.Duration(sizes)
+	for rounds := -2; ; rounds++ {
+		took := time.Since(start)
+		if rounds >= b.ops || (rounds >= 20 && took > budget) || (rounds >= 5 && took > 2*budget) {
+			return d, errs
+		}
 		for i := range sizes {
-			start := time.Now()
-			if err := op(i); err != nil {
-				return nil, err
+			if errs[i] != nil {
+				continue
 			}
-			d[i] = append(d[i], time.Since(start))
+			t0 := time.Now()
+			if err := op(i); err != nil {
+				errs[i] = err
+				continue
+			}
+			if rounds >= 0 {
+				d[i] = append(d[i], time.Since(t0))
+			}
 		}
 	}
-	return d, nil
 }
 
 // rawDB reads ticket documents straight from the embedded server's SQLite
