@@ -329,7 +329,7 @@ func (b *bench) mixedLoad(ctx context.Context) error {
 		b.printf("%d %% %s", o.weight, o.name)
 	}
 	b.printf(")\n\n")
-	b.printf("| tickets | req/s | vs %d | p50 | p99 | errors | RSS after start-up | RSS after load | peak RSS (VmHWM) | daemon CPU | load |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n", b.scale.sizes[0])
+	b.printf("| tickets | req/s | vs %d | p50 | p99 | errors (\"database is locked\" in the log) | RSS after start-up | RSS after load | peak RSS (VmHWM) | daemon CPU | load |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n", b.scale.sizes[0])
 	var first float64
 	perOp := map[int]map[string]stats{}
 	for _, n := range b.scale.sizes {
@@ -361,8 +361,8 @@ func (b *bench) mixedLoad(ctx context.Context) error {
 				first = rate
 			}
 			all := summarize(r.all)
-			b.printf("| %d | %.1f | %.2fx | %s | %s | %d | %.0f MB | %.0f MB | %.0f MB | %.0f s | %s |\n", n, rate, rate/first,
-				ms(all.p50), ms(all.p99), r.errors, rss0, rss1, hwm, (c1 - c0).Seconds(), loadavg())
+			b.printf("| %d | %.1f | %.2fx | %s | %s | %d (%d) | %.0f MB | %.0f MB | %.0f MB | %.0f s | %s |\n", n, rate, rate/first,
+				ms(all.p50), ms(all.p99), r.errors, d.logCount("database is locked"), rss0, rss1, hwm, (c1 - c0).Seconds(), loadavg())
 			perOp[n] = map[string]stats{}
 			for name, d := range r.byOp {
 				perOp[n][name] = summarize(d)
