@@ -4,6 +4,7 @@
 // drift on a shared machine.
 //
 //	go run ./cmd/ticketd-bench [-scenario all|update|reply|fetch|open|autoclose] [-small 1000] [-large 20000]
+//	go run ./cmd/ticketd-bench -scenario seed|scale|startup|idle|mixed [-sizes 1000,20000,100000] [-duration 1m]
 package main
 
 import (
@@ -34,11 +35,12 @@ import (
 )
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, update, reply, fetch, open or autoclose")
+	scenario := flag.String("scenario", "all", "all, update, reply, fetch, open or autoclose; or one of the store-size scenarios seed, scale, startup, idle, mixed (not in all)")
 	small := flag.Int("small", 1000, "tickets in the small store")
 	large := flag.Int("large", 20000, "tickets in the large store")
 	ops := flag.Int("ops", 500, "measured operations per figure")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	scale := scaleFlags(flag.CommandLine)
 	flag.Parse()
 	ctx := context.Background()
 	if *cpuprofile != "" {
@@ -51,7 +53,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	b := &bench{small: *small, large: *large, ops: *ops, out: os.Stdout}
+	b := &bench{small: *small, large: *large, ops: *ops, out: os.Stdout, scale: scale()}
 	if err := b.run(ctx, *scenario); err != nil {
 		fmt.Fprintln(os.Stderr, "ticketd-bench:", err)
 		pprof.StopCPUProfile()
@@ -62,6 +64,7 @@ func main() {
 type bench struct {
 	small, large, ops int
 	out               io.Writer
+	scale             scaleOptions // for the store-size scenarios (scale.go)
 }
 
 func (b *bench) printf(format string, args ...any) { fmt.Fprintf(b.out, format, args...) }
@@ -69,6 +72,9 @@ func (b *bench) printf(format string, args ...any) { fmt.Fprintf(b.out, format, 
 func (b *bench) run(ctx context.Context, scenario string) error {
 	all := map[string]func(context.Context) error{"update": b.updateScaling, "reply": b.replyThroughput, "fetch": b.fetchLatency, "open": b.openTime,
 		"autoclose": b.autoCloseSweep}
+	for name, fn := range b.sizeScenarios() {
+		all[name] = fn
+	}
 	if scenario != "all" {
 		fn, ok := all[scenario]
 		if !ok {
