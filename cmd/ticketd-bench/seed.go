@@ -322,6 +322,12 @@ func bulkTicket(i, n int, now time.Time) store.Ticket {
 			Description: rp.text, CreatedAt: at, UpdatedAt: at, Source: store.SourceAPI})
 		t.Logs = append(t.Logs, log(by, "Response added by "+string(by.Type)))
 		t.V++
+		// The first agent reply a customer sees is the ticket's first
+		// response (see store.FirstResponse).
+		if !rp.byCustomer && t.FirstResponse == nil {
+			answered := at
+			t.FirstResponse = &store.FirstResponse{RespondedAt: &answered}
+		}
 	}
 	if p.status != store.StatusCreated {
 		at = at.Add(time.Duration(5+r.IntN(600)) * time.Minute)
