@@ -23,16 +23,20 @@ import (
 
 // multiYAML configures one of several daemons on the shared store uri/db,
 // all reading the same IMAP mailbox and sending through the same SMTP
-// server. Leases and claims are short, so that the test sees a takeover
-// soon after a kill.
+// server. The mailbox lease is short, so that the test sees a takeover
+// soon after a kill, but not so short that a daemon slowed by a loaded
+// machine (-race, parallel packages) loses it while alive; a delivery's
+// claim outlasts a send at the SMTP timeout, or a slow send would be
+// reclaimed and sent again while still in flight (seen: 5 of 300 in CI
+// with 3 s claims).
 func multiYAML(t *testing.T, dir, uri, db string, imapPort, smtpPort int) string {
 	t.Helper()
 	cfg := emailYAML(dir, imapPort, smtpPort)
 	for _, r := range [][2]string{
 		{"log: {level: debug}", "log: {level: info}"},
-		{`pollSchedule: "@every 1h"`, `pollSchedule: "@every 1h"` + "\n    mailboxLeaseTTL: 3s"},
+		{`pollSchedule: "@every 1h"`, `pollSchedule: "@every 1h"` + "\n    mailboxLeaseTTL: 10s"},
 		{"security: plain}", "security: plain, timeout: 2s}"},
-		{"backoffBase: 100ms", "backoffBase: 100ms\n    lease: 3s\n    pollInterval: 1s"},
+		{"backoffBase: 100ms", "backoffBase: 100ms\n    lease: 30s\n    pollInterval: 1s"},
 	} {
 		if !strings.Contains(cfg, r[0]) {
 			t.Fatalf("emailYAML has no %q to change", r[0])
@@ -218,7 +222,7 @@ Question number %[1]d.
 		t.Errorf("%d distinct notifications answering %d distinct mails, want %d and %d", len(byID), len(replied), mails, mails)
 	}
 	checkJobRanOnce(t, st, old.Owner, survivors[0].base, survivors[1].base)
-	t.Logf("3 daemons, one killed at %d tickets: %d mails -> %d tickets and %d acknowledgements (%d sent twice) in %s; mailbox taken over %s after the kill (lease TTL 3s)",
+	t.Logf("3 daemons, one killed at %d tickets: %d mails -> %d tickets and %d acknowledgements (%d sent twice) in %s; mailbox taken over %s after the kill (lease TTL 10s)",
 		atKill, mails, tickets(), len(byID), dups, elapsed.Round(time.Millisecond), takeover.Round(time.Millisecond))
 	// A kill -9 may resend what the killed daemon was sending (the same
 	// Message-ID): at most its runner's one message in flight. Every other
