@@ -20,14 +20,18 @@ import (
 
 const indexWriterDir = "TICKETD_TEST_INDEX_WRITER_DIR"
 
-// TestHelperIndexWriter is not a test: TestIndexSurvivesKill runs the test
-// binary with indexWriterDir set, and this writes tickets there until it is
-// killed, saying "wrote N" after each write.
-func TestHelperIndexWriter(t *testing.T) {
-	dir := os.Getenv(indexWriterDir)
-	if dir == "" {
-		t.Skip("helper process for TestIndexSurvivesKill")
+// TestMain makes the test binary, run by TestIndexSurvivesKill with
+// indexWriterDir set, the writer it kills instead of the tests.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(indexWriterDir); dir != "" {
+		writeTicketsUntilKilled(dir)
 	}
+	os.Exit(m.Run())
+}
+
+// writeTicketsUntilKilled writes tickets into the store in dir until the
+// process is killed, saying "wrote N" after each write.
+func writeTicketsUntilKilled(dir string) {
 	ctx := context.Background()
 	s, err := Open(ctx, OpenOptions{DataDir: dir, Database: "crash", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -64,12 +68,9 @@ func TestHelperIndexWriter(t *testing.T) {
 // whatever point of a write it happens to be) several times and checks
 // after each restart that the index says exactly what the documents say.
 func TestIndexSurvivesKill(t *testing.T) {
-	if os.Getenv(indexWriterDir) != "" {
-		t.Skip("in the helper process")
-	}
 	dir := t.TempDir()
 	for round := 1; round <= 3; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperIndexWriter$", "-test.v=false")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), indexWriterDir+"="+dir)
 		out, err := cmd.StdoutPipe()
 		if err != nil {

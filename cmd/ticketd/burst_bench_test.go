@@ -251,6 +251,8 @@ func waitSeen(tb testing.TB, mailbox *imapmemserver.User, timeout time.Duration)
 		timeout = time.Minute
 	}
 	deadline := time.Now().Add(timeout)
+	poll := time.NewTicker(2 * time.Millisecond) // the figure's resolution
+	defer poll.Stop()
 	for {
 		s, err := mailbox.Status("INBOX", &imap.StatusOptions{NumUnseen: true})
 		if err != nil {
@@ -263,7 +265,7 @@ func waitSeen(tb testing.TB, mailbox *imapmemserver.User, timeout time.Duration)
 			tb.Logf("%d mails still unseen after %s", *s.NumUnseen, timeout)
 			return false
 		}
-		time.Sleep(2 * time.Millisecond) // polling the server's state; the figure's resolution
+		<-poll.C
 	}
 }
 
