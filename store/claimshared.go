@@ -23,6 +23,9 @@ import (
 // attempts, a requeue included) and inserts that name, also its fencing
 // token, under a unique _id: exactly one daemon gets each attempt, on
 // every server.
+//
+// Relays are not serialized across daemons either; see dropDelivered for
+// the repeat that lets in, and how it is caught.
 
 const colClaims = "claims"
 
@@ -86,9 +89,39 @@ func (s *Store) claimShared(ctx context.Context, sink string, lease time.Duratio
 			// runs out, then it is claimed again.
 			return nil, fmt.Errorf("claim %s delivery %s: %w", sink, c.ID, classify(err))
 		}
+		if again, err := s.dropDelivered(ctx, &d); err != nil {
+			return nil, fmt.Errorf("claim %s delivery %s: %w", sink, c.ID, err)
+		} else if again {
+			continue
+		}
 		return &d, nil
 	}
 	return nil, ErrNotFound
+}
+
+// dropDelivered removes the claimed delivery d if it was delivered before,
+// and reports whether it did. Relays on several daemons are not serialized
+// by a ticket lock: a daemon that read an event just before another daemon
+// relayed, sent and completed it would queue it again after completion
+// removed it (its check of the delivered key came before the key was
+// written). Completion writes that key before it removes the delivery, so
+// any delivery queued again after the removal is recognised here.
+func (s *Store) dropDelivered(ctx context.Context, d *Delivery) (bool, error) {
+	if _, err := s.lookupKey(ctx, deliveredKey(d.ID)); errors.Is(err, ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	s.log.Warn("a delivered notification was queued again by a concurrent relay; dropped, not sent twice", "delivery", d.ID)
+	var done Delivery
+	err := s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return true, nil
+	}
+	if err != nil {
+		return false, classify(err)
+	}
+	return true, s.next(ctx, &done)
 }
 
 // lazySweep deletes a collection's documents whose until has passed, at

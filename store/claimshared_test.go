@@ -73,6 +73,44 @@ func TestSharedClaimsOncePerDelivery(t *testing.T) {
 	}
 }
 
+// Two daemons relaying the same ticket at once: one's relay read the event
+// before the other's delivery was sent and completed, and queues it again
+// after completion removed it. The repeat is dropped when claimed, not
+// sent twice.
+func TestSharedRelayAfterCompletionIsNotSentAgain(t *testing.T) {
+	ctx := context.Background()
+	s := sharedStores(t, 1, nil)[0]
+	if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
+		t.Fatal(err)
+	}
+	cust := Actor{ID: bson.NewObjectID(), Type: CreatorCustomer}
+	if _, _, err := s.CreateTicket(ctx, NewTicket{Creator: cust, TeamID: "t", Subject: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RelayAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ClaimDelivery(ctx, "email", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CompleteDelivery(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	// The late relay's insert, as it makes it.
+	late := *d
+	late.Claim, late.Attempts, late.State, late.NextAttemptAt = "", 0, DeliveryPending, s.nowUTC()
+	if _, err := s.outbox.InsertOne(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.ClaimDelivery(ctx, "email", time.Minute); !errors.Is(err, ErrNotFound) {
+		t.Errorf("claimed %+v (err %v) after it was delivered, want none due", again, err)
+	}
+	if n, err := s.outbox.CountDocuments(ctx, bson.D{}); err != nil || n != 0 {
+		t.Errorf("%d deliveries left (err %v), want the repeat removed", n, err)
+	}
+}
+
 // A requeued dead letter starts its attempts again from 0: its next claim
 // must not be taken for an earlier one (the attempt's name includes the
 // due time).

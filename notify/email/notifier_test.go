@@ -265,6 +265,27 @@ func TestTemporaryFailureIsRetried(t *testing.T) {
 	}
 }
 
+// A relay that accepts the message and then drops the connection (here on
+// go-mail's RSET after DATA) has the message: it is not sent again.
+func TestMessageAcceptedBeforeAFailureIsNotResent(t *testing.T) {
+	e := newEnv(t, smtptest.Options{})
+	e.srv.DropAfterNext(1)
+	e.relay()
+	r := e.start(e.options())
+	e.ticket("relay drops after DATA")
+	eventually(t, 10*time.Second, "the delivery to be booked", func() bool { return r.n.Stats().Sent+r.n.Stats().Retried > 0 })
+	e.idle()
+	if s := r.n.Stats(); s.Sent != 1 || s.Retried != 0 {
+		t.Errorf("stats %+v, want sent once and no retry", s)
+	}
+	if n := len(e.srv.Messages()); n != 1 {
+		t.Errorf("%d messages at the relay, want 1", n)
+	}
+	if p := e.deliveries(store.DeliveryPending); len(p) != 0 {
+		t.Errorf("still queued: %+v", p)
+	}
+}
+
 // A 5xx refusal is final: dead letter after one attempt, no retry.
 func TestPermanentFailureIsDeadLettered(t *testing.T) {
 	e := newEnv(t, smtptest.Options{})

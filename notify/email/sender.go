@@ -114,6 +114,12 @@ func (s *sender) send(ctx context.Context, msg *mail.Msg) error {
 	}
 	if err := client.SendWithSMTPClient(sc, msg); err != nil {
 		_ = sc.Close()
+		if msg.IsDelivered() {
+			// The relay answered 250 to DATA and only what followed
+			// (go-mail's RSET) failed: the message is accepted, and
+			// reporting the error would send it again.
+			return nil
+		}
 		return fmt.Errorf("send to %s: %w", addr, ctxErr(ctx, err))
 	}
 	// The message is accepted; a failing QUIT does not change that, and

@@ -102,6 +102,7 @@ type Server struct {
 	changed  chan struct{} // closed and replaced whenever msgs grows
 	failN    int
 	failCode int
+	dropN    int // accept this many more messages, then drop the connection before answering RSET
 	delay    time.Duration
 	hold     chan struct{} // non-nil: DATA waits until it is closed
 	attempts int
@@ -236,6 +237,17 @@ func (s *Server) FailNext(n, code int) {
 	s.failN, s.failCode = n, code
 }
 
+// DropAfterNext makes the next n transactions succeed (the message is
+// recorded and its DATA answered 250) and then cuts the connection when the
+// client resets the session for its next message, as a relay that crashes
+// or times out right after accepting a message does: the client sees an
+// error although the message went out.
+func (s *Server) DropAfterNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropN = n
+}
+
 // SetDelay makes the server wait d before answering the end of DATA, to
 // simulate a slow relay; the wait ends early when the server closes.
 func (s *Server) SetDelay(d time.Duration) {
@@ -274,6 +286,8 @@ type session struct {
 	user string
 	from string
 	to   []string
+
+	dropOnReset int // close the connection on this many-th Reset from now (DropAfterNext)
 }
 
 func (ss *session) AuthMechanisms() []string {
@@ -370,11 +384,24 @@ func (ss *session) Data(r io.Reader) error {
 	s.msgs = append(s.msgs, m)
 	close(s.changed)
 	s.changed = make(chan struct{})
+	if s.dropN > 0 {
+		s.dropN--
+		// The server resets the session once after answering DATA and
+		// again for the client's RSET: drop the connection on the second.
+		ss.dropOnReset = 2
+	}
 	s.mu.Unlock()
 	return nil
 }
 
-func (ss *session) Reset() { ss.from, ss.to = "", nil }
+func (ss *session) Reset() {
+	ss.from, ss.to = "", nil
+	if ss.dropOnReset > 0 {
+		if ss.dropOnReset--; ss.dropOnReset == 0 {
+			_ = ss.c.Conn().Close() // not ss.c.Close: it waits for the command being handled
+		}
+	}
+}
 
 func (ss *session) Logout() error { return nil }
 
