@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -38,11 +36,14 @@ type listIndex struct {
 	db    *sql.DB
 	table string // the embedded server's tickets table, quoted for SQL
 	log   *slog.Logger
+
+	keywords    keywordCache // search.go
+	rareMatches int          // a keyword with at most this many matches is sorted, not walked (tests lower it)
 }
 
 // listIndexVersion changes whenever the tables or triggers below change;
 // a store opened with another version rebuilds them.
-const listIndexVersion = "3"
+const listIndexVersion = "4"
 
 // field is the SQL for a top-level field of a row of the tickets table
 // (row is "new" or "old" in a trigger, the table alias in a query).
@@ -97,6 +98,9 @@ func listIndexSchema(t string) []string {
 	textChanged := "(" + field("old", "subject") + " IS NOT " + field("new", "subject") +
 		" OR " + field("old", "description") + " IS NOT " + field("new", "description") + ")"
 	live := func(row string) string { return row + ".deleted = 0" }
+	// Every change of the text a search matched, or of which rows exist
+	// below the highest, advances the text generation (search.go).
+	bumpTextGen := `UPDATE ticketd_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'textGen';`
 	sameGroup := "team = old.team AND status = old.status AND priority = old.priority AND category = old.category"
 	partial := func(name, cols string) string {
 		return `CREATE INDEX ticketd_listing_` + name + ` ON ticketd_listing(` + cols + `updated DESC, id DESC) WHERE deleted = 0`
@@ -125,6 +129,8 @@ func listIndexSchema(t string) []string {
 		`CREATE INDEX ticketd_listing_ref ON ticketd_listing(ref)`,
 		`CREATE INDEX ticketd_listing_source_key ON ticketd_listing(source_key)`,
 		`CREATE INDEX ticketd_listing_outbox ON ticketd_listing(rid) WHERE outbox > 0`,
+		// A search's count takes the deleted tickets out of its matches.
+		`CREATE INDEX ticketd_listing_deleted ON ticketd_listing(rid) WHERE deleted = 1`,
 		// The scheduled jobs' questions are about open tickets, oldest first.
 		`CREATE INDEX ticketd_listing_open ON ticketd_listing(created, id) WHERE ` + openListing,
 		`CREATE TABLE ticketd_counts (
@@ -162,10 +168,12 @@ func listIndexSchema(t string) []string {
 		// status) leave the text as it was.
 		`CREATE TRIGGER ticketd_tickets_retext AFTER UPDATE ON ` + t + ` WHEN ` + textChanged + ` BEGIN
 			` + reindex("new", "1") + `
+			` + bumpTextGen + `
 		END`,
 		`CREATE TRIGGER ticketd_tickets_delete AFTER DELETE ON ` + t + ` BEGIN
 			DELETE FROM ticketd_search WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field("old", "_id") + `);
 			DELETE FROM ticketd_listing WHERE id = ` + field("old", "_id") + `;
+			` + bumpTextGen + `
 		END`,
 
 		// What is there already.
@@ -193,7 +201,7 @@ func openListIndex(ctx context.Context, file string, log *slog.Logger) (*listInd
 		return nil, fmt.Errorf("open listing index in %s: %w", file, err)
 	}
 	db.SetMaxOpenConns(4)
-	ix := &listIndex{db: db, log: log}
+	ix := &listIndex{db: db, log: log, rareMatches: rareMatches}
 	if err := ix.prepare(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("listing index in %s: %w", file, err)
@@ -244,7 +252,8 @@ func (ix *listIndex) rebuild(ctx context.Context, was string) error {
 	}
 	stmts := append(slices.Clip(listIndexDrops), listIndexSchema(ix.table)...)
 	stmts = append(stmts, `INSERT INTO ticketd_meta VALUES ('listIndex', '`+listIndexVersion+`')
-		ON CONFLICT(key) DO UPDATE SET value = excluded.value`)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+		`INSERT INTO ticketd_meta VALUES ('textGen', '0') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`)
 	for _, q := range stmts {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			_, _ = conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
@@ -261,7 +270,8 @@ func (ix *listIndex) rebuild(ctx context.Context, was string) error {
 	return nil
 }
 
-// where renders a listing's filters as SQL over ticketd_listing l.
+// where renders a listing's filters but the keyword (search.go) as SQL
+// over ticketd_listing l.
 func (q ListQuery) where() (string, []any) {
 	conds := []string{"l.deleted = 0"}
 	var args []any
@@ -284,43 +294,7 @@ func (q ListQuery) where() (string, []any) {
 	if q.Category != "" {
 		add("l.category = ?", q.Category)
 	}
-	switch n := utf8.RuneCountInString(q.Keyword); {
-	case n >= 3:
-		// A trigram phrase: exactly the keyword as a substring, folded for case.
-		add("l.rid IN (SELECT rowid FROM ticketd_search WHERE ticketd_search MATCH ?)",
-			`"`+strings.ReplaceAll(q.Keyword, `"`, `""`)+`"`)
-	case n > 0:
-		// Too short for a trigram: a scan of the search table for every
-		// way of writing the keyword in other case (Go's case-insensitive
-		// match is exactly the runes' simple case-folding orbits).
-		var alts []string
-		for _, v := range caseVariants(q.Keyword) {
-			alts = append(alts, "instr(subject, ?) > 0 OR instr(description, ?) > 0")
-			args = append(args, v, v)
-		}
-		conds = append(conds, "l.rid IN (SELECT rowid FROM ticketd_search WHERE "+strings.Join(alts, " OR ")+")")
-	}
 	return strings.Join(conds, " AND "), args
-}
-
-// caseVariants spells a short text in every combination of its runes'
-// case-folding orbits ("é" -> "é", "É").
-func caseVariants(text string) []string {
-	out := []string{""}
-	for _, r := range text {
-		orbit := []rune{r}
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			orbit = append(orbit, f)
-		}
-		next := make([]string, 0, len(out)*len(orbit))
-		for _, prefix := range out {
-			for _, f := range orbit {
-				next = append(next, prefix+string(f))
-			}
-		}
-		out = next
-	}
-	return out
 }
 
 // list returns one page of tickets and the number matching, read in one
@@ -331,6 +305,17 @@ func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, er
 		return nil, 0, fmt.Errorf("list tickets: %w", unreadable(err))
 	}
 	defer tx.Rollback()
+	if q.Keyword != "" {
+		ids, total, err := ix.search(ctx, tx, q)
+		if err != nil {
+			return nil, 0, fmt.Errorf("search tickets: %w", err)
+		}
+		tickets, err := ix.read(ctx, tx, ids)
+		if err != nil {
+			return nil, 0, fmt.Errorf("search tickets: %w", err)
+		}
+		return tickets, total, nil
+	}
 	where, args := q.where()
 	ids, err := queryStrings(ctx, tx, `SELECT l.id FROM ticketd_listing l WHERE `+where+
 		` ORDER BY l.updated DESC, l.id DESC LIMIT ? OFFSET ?`, append(args, q.Limit, q.Offset)...)
@@ -338,7 +323,7 @@ func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, er
 		return nil, 0, fmt.Errorf("list tickets: %w", unreadable(err))
 	}
 	var total int64
-	if q.Keyword == "" && q.CreatorID.IsZero() {
+	if q.CreatorID.IsZero() {
 		// The counts table has a row per team, status, priority and category.
 		where = strings.NewReplacer("l.deleted = 0", "1", "l.", "").Replace(where)
 		err = tx.QueryRowContext(ctx, `SELECT coalesce(sum(n), 0) FROM ticketd_counts WHERE `+where, args...).Scan(&total)

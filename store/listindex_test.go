@@ -78,21 +78,49 @@ func TestIndexListsLikeTheDatabase(t *testing.T) {
 		{Keyword: "printer", Status: StatusCreated, TeamID: "team-0"}, {Keyword: "de", Priority: PriorityHigh},
 		{Keyword: "ticket", CreatorID: creators[1], Limit: 2}, {Keyword: "ème"}, {Keyword: "É"}, {Keyword: "σΊ"},
 	}
-	for _, q := range queries {
-		for _, scope := range []Scope{AllTickets, TeamScope("team-0")} {
-			a, an, err := withIndex.ListTickets(ctx, scope, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, bn, err := withQuery.ListTickets(ctx, scope, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if an != bn || fmt.Sprint(idsOf(a)) != fmt.Sprint(idsOf(b)) {
-				t.Errorf("%+v in %+v: index %d %v, database %d %v", q, scope, an, idsOf(a), bn, idsOf(b))
+	compare := func(when string) {
+		t.Helper()
+		// Keyword searches both ways: matches sorted (few) and the listing
+		// walked (many; search.go), the second time from the kept matches.
+		for _, rare := range []int{rareMatches, 0, 0} {
+			withIndex.index.rareMatches = rare
+			for _, q := range queries {
+				for _, scope := range []Scope{AllTickets, TeamScope("team-0")} {
+					a, an, err := withIndex.ListTickets(ctx, scope, q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, bn, err := withQuery.ListTickets(ctx, scope, q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if an != bn || fmt.Sprint(idsOf(a)) != fmt.Sprint(idsOf(b)) {
+						t.Errorf("%s, %+v in %+v (sorted up to %d matches): index %d %v, database %d %v", when, q, scope, rare, an, idsOf(a), bn, idsOf(b))
+					}
+				}
 			}
 		}
 	}
+	compare("at first")
+	// Every change a kept keyword's matches must follow: a new ticket, an
+	// edited text, a deleted ticket, a ticket removed from the database.
+	if _, _, err := withIndex.CreateTicket(ctx, NewTicket{Creator: Actor{ID: creators[0], Type: CreatorCustomer}, TeamID: "team-0",
+		Category: "Support", Subject: "Printer café", Description: "a new one, see ticket", Priority: PriorityHigh}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := withIndex.EditOpening(ctx, ids[1], AllTickets, "Login trouble", "no longer about it", admin); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := withIndex.EditOpening(ctx, ids[4], AllTickets, "printer in the hall", "jam", admin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := withIndex.DeleteTicket(ctx, ids[3], AllTickets, admin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := withIndex.tickets.DeleteOne(ctx, bson.D{{Key: "_id", Value: ids[6]}}); err != nil {
+		t.Fatal(err)
+	}
+	compare("after changes")
 	// The scheduled jobs' questions too.
 	a, _, err := withIndex.OpenTickets(ctx, 100)
 	if err != nil {
@@ -148,9 +176,14 @@ func TestIndexQueriesUseIndexes(t *testing.T) {
 			t.Errorf("page of %+v plans as %q, want a walk of a listing index", q, p)
 		}
 	}
-	where, args := ListQuery{Keyword: "printer"}.where()
-	if p := plan(`SELECT l.id FROM ticketd_listing l WHERE `+where, args...); !strings.Contains(p, "VIRTUAL TABLE INDEX") {
-		t.Errorf("keyword search plans as %q, want the full-text index", p)
+	// A keyword's matches come from the full-text index, new ones by row id;
+	// a search's count takes out the deleted ones from their own index.
+	cond, args := keywordCondition("printer")
+	if p := plan(`SELECT group_concat(rowid) FROM ticketd_search WHERE rowid > ? AND rowid <= ? AND `+cond, append([]any{1, 2}, args...)...); !strings.Contains(p, "VIRTUAL TABLE INDEX") || !strings.Contains(p, "M") {
+		t.Errorf("a keyword's matches plan as %q, want the full-text index", p)
+	}
+	if p := plan(`SELECT rid FROM ticketd_listing WHERE deleted = 1`); !strings.Contains(p, "INDEX ticketd_listing_deleted") {
+		t.Errorf("the deleted tickets plan as %q, want their partial index", p)
 	}
 	// The partial index holds only the tickets with events: walking all of
 	// it is the point.

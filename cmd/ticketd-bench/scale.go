@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
@@ -119,6 +121,30 @@ type listing struct {
 	tok   string
 	scope store.Scope
 	q     store.ListQuery // the same listing, asked of the store directly
+	// cold: every request spells the keyword in other case (the same
+	// matches), so that none finds the matches the store keeps of recent
+	// keywords: the cost of a keyword searched for the first time.
+	cold bool
+}
+
+// spelling returns the n-th spelling of word in upper and lower case
+// (the bits of n say which letters are upper case).
+func spelling(word string, n int) string {
+	rs := []rune(strings.ToLower(word))
+	for i := range rs {
+		if n>>i&1 == 1 {
+			rs[i] = unicode.ToUpper(rs[i])
+		}
+	}
+	return string(rs)
+}
+
+// keyword is the keyword of the n-th request of l.
+func (l listing) keyword(n int) string {
+	if l.cold {
+		return spelling(l.q.Keyword, n)
+	}
+	return l.q.Keyword
 }
 
 // listingFigure is what one listing measured at one size.
@@ -142,6 +168,7 @@ type sizeRun struct {
 	cleanups   []func()
 	lastIDs    []string // the ids of the page the last request returned
 	lastTotal  int64
+	requests   int // made so far, to vary cold keywords
 	httpClient *http.Client
 }
 
@@ -199,6 +226,10 @@ func (r *sizeRun) listings() []listing {
 	for _, k := range searchKeywords {
 		ls = append(ls, listing{label: fmt.Sprintf("keyword=%s (%s)", k.word, k.label), q: store.ListQuery{Keyword: k.word}})
 	}
+	for _, k := range searchKeywords[:2] {
+		ls = append(ls, listing{label: fmt.Sprintf("keyword=%s (%s), first search: case varied per request", k.word, k.label),
+			q: store.ListQuery{Keyword: k.word}, cold: true})
+	}
 	for i := range ls {
 		l := &ls[i]
 		if l.tok == "" {
@@ -221,7 +252,13 @@ func (r *sizeRun) listings() []listing {
 
 // get asks the API for a listing and keeps the page's ids and total.
 func (r *sizeRun) get(ctx context.Context, l listing) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", r.base+l.path+"?"+l.query.Encode(), nil)
+	query := l.query
+	if l.cold {
+		query = maps.Clone(query)
+		query.Set("keyword", l.keyword(r.requests))
+	}
+	r.requests++
+	req, _ := http.NewRequestWithContext(ctx, "GET", r.base+l.path+"?"+query.Encode(), nil)
 	req.Header.Set("Authorization", "Bearer "+l.tok)
 	res, err := r.httpClient.Do(req)
 	if err != nil {
@@ -367,7 +404,11 @@ func (b *bench) measureListing(ctx context.Context, runs []*sizeRun, lists [][]l
 		}
 		ctx, cancel := context.WithTimeout(ctx, apiRequestTimeout)
 		defer cancel()
-		_, _, err := runs[i].st.ListTickets(ctx, lists[i][k].scope, lists[i][k].q)
+		l := lists[i][k]
+		q := l.q
+		q.Keyword = l.keyword(runs[i].requests)
+		runs[i].requests++
+		_, _, err := runs[i].st.ListTickets(ctx, l.scope, q)
 		return err
 	})
 	for i := range runs {
