@@ -112,7 +112,7 @@ func (s *Store) dropDelivered(ctx context.Context, d *Delivery) (bool, error) {
 	} else if err != nil {
 		return false, err
 	}
-	s.log.Warn("a delivered notification was queued again by a concurrent relay; dropped, not sent twice", "delivery", d.ID)
+	s.log.Warn("a notification already delivered was queued again (a relay racing its completion, or a requeue of a dead letter whose first attempt had gone out); dropped, not sent twice", "delivery", d.ID)
 	var done Delivery
 	err := s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
 	if errors.Is(err, mongo.ErrNoDocuments) {

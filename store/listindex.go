@@ -324,9 +324,7 @@ func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, er
 	}
 	var total int64
 	if q.CreatorID.IsZero() {
-		// The counts table has a row per team, status, priority and category.
-		where = strings.NewReplacer("l.deleted = 0", "1", "l.", "").Replace(where)
-		err = tx.QueryRowContext(ctx, `SELECT coalesce(sum(n), 0) FROM ticketd_counts WHERE `+where, args...).Scan(&total)
+		total, err = countListed(ctx, tx, where, args)
 	} else {
 		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM ticketd_listing l WHERE `+where, args...).Scan(&total)
 	}
@@ -338,6 +336,18 @@ func (ix *listIndex) list(ctx context.Context, q ListQuery) ([]Ticket, int64, er
 		return nil, 0, fmt.Errorf("list tickets: %w", err)
 	}
 	return tickets, total, nil
+}
+
+// countListed counts the live tickets passing where (from ListQuery.where,
+// without a creator: the counts table has a row per team, status, priority
+// and category, not per creator).
+func countListed(ctx context.Context, tx *sql.Tx, where string, args []any) (int64, error) {
+	var n int64
+	where = strings.NewReplacer("l.deleted = 0", "1", "l.", "").Replace(where)
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(n), 0) FROM ticketd_counts WHERE `+where, args...).Scan(&n); err != nil {
+		return 0, unreadable(err)
+	}
+	return n, nil
 }
 
 // openTickets returns, oldest first, at most limit open tickets (created,

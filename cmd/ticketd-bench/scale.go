@@ -142,7 +142,8 @@ func spelling(word string, n int) string {
 // keyword is the keyword of the n-th request of l.
 func (l listing) keyword(n int) string {
 	if l.cold {
-		return spelling(l.q.Keyword, n)
+		// Never the all-lower-case spelling: the warm figure keeps that one.
+		return spelling(l.q.Keyword, 1+n%(1<<min(len([]rune(l.q.Keyword)), 16)-1))
 	}
 	return l.q.Keyword
 }

@@ -278,8 +278,8 @@ func TestMessageAcceptedBeforeAFailureIsNotResent(t *testing.T) {
 	if s := r.n.Stats(); s.Sent != 1 || s.Retried != 0 {
 		t.Errorf("stats %+v, want sent once and no retry", s)
 	}
-	if n := len(e.srv.Messages()); n != 1 {
-		t.Errorf("%d messages at the relay, want 1", n)
+	if n, d := len(e.srv.Messages()), e.srv.Drops(); n != 1 || d != 1 {
+		t.Errorf("%d messages at the relay, %d connections dropped after DATA; want 1 and 1", n, d)
 	}
 	if p := e.deliveries(store.DeliveryPending); len(p) != 0 {
 		t.Errorf("still queued: %+v", p)

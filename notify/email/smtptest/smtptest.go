@@ -103,6 +103,7 @@ type Server struct {
 	failN    int
 	failCode int
 	dropN    int // accept this many more messages, then drop the connection before answering RSET
+	drops    int // connections dropped so (DropAfterNext)
 	delay    time.Duration
 	hold     chan struct{} // non-nil: DATA waits until it is closed
 	attempts int
@@ -246,6 +247,13 @@ func (s *Server) DropAfterNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.dropN = n
+}
+
+// Drops is how many connections DropAfterNext has dropped.
+func (s *Server) Drops() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops
 }
 
 // SetDelay makes the server wait d before answering the end of DATA, to
@@ -398,6 +406,9 @@ func (ss *session) Reset() {
 	ss.from, ss.to = "", nil
 	if ss.dropOnReset > 0 {
 		if ss.dropOnReset--; ss.dropOnReset == 0 {
+			ss.s.mu.Lock()
+			ss.s.drops++
+			ss.s.mu.Unlock()
 			_ = ss.c.Conn().Close() // not ss.c.Close: it waits for the command being handled
 		}
 	}
