@@ -101,7 +101,8 @@ func (s *Store) claimShared(ctx context.Context, sink string, lease time.Duratio
 
 // dropDelivered removes the claimed delivery d if it was delivered before,
 // and reports whether it did. Relays on several daemons are not serialized
-// by a ticket lock: a daemon that read an event just before another daemon
+// by a ticket lock (nor, in one process, with a completion, which a relay
+// repeating an event whose earlier pull failed can race): a daemon that read an event just before another daemon
 // relayed, sent and completed it would queue it again after completion
 // removed it (its check of the delivered key came before the key was
 // written). Completion writes that key before it removes the delivery, so

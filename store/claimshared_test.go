@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -75,11 +77,26 @@ func TestSharedClaimsOncePerDelivery(t *testing.T) {
 
 // Two daemons relaying the same ticket at once: one's relay read the event
 // before the other's delivery was sent and completed, and queues it again
-// after completion removed it. The repeat is dropped when claimed, not
-// sent twice.
+// after completion removed it (in one process: a relay repeating an event
+// whose earlier pull failed). The repeat is dropped when claimed, not sent
+// twice, on a shared database and on the process's own.
 func TestSharedRelayAfterCompletionIsNotSentAgain(t *testing.T) {
+	t.Run("shared", func(t *testing.T) { relayAfterCompletion(t, sharedStores(t, 1, nil)[0]) })
+	t.Run("own", func(t *testing.T) {
+		s, err := Open(context.Background(), OpenOptions{DataDir: t.TempDir(), Database: "own", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close(context.Background()) })
+		if !s.serial {
+			t.Fatal("want the serialized store")
+		}
+		relayAfterCompletion(t, s)
+	})
+}
+
+func relayAfterCompletion(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := sharedStores(t, 1, nil)[0]
 	if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
 		t.Fatal(err)
 	}

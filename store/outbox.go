@@ -362,6 +362,25 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 	}
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
+	for range maxClaimRaces {
+		d, err := s.claimSerial(ctx, sink, lease)
+		if err != nil {
+			return nil, err
+		}
+		// A relay whose earlier pull of events failed may queue an event
+		// again while its delivery is being completed (claimshared.go).
+		if again, err := s.dropDelivered(ctx, d); err != nil {
+			return nil, fmt.Errorf("claim %s delivery %s: %w", sink, d.ID, err)
+		} else if !again {
+			return d, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// claimSerial is one claim of this process's own database; the caller
+// holds claimMu.
+func (s *Store) claimSerial(ctx context.Context, sink string, lease time.Duration) (*Delivery, error) {
 	now := s.nowUTC()
 	var d Delivery
 	err := s.outbox.FindOneAndUpdate(ctx,
