@@ -95,7 +95,10 @@ func TestSharedRelayAfterCompletionIsNotSentAgain(t *testing.T) {
 	})
 }
 
-func relayAfterCompletion(t *testing.T, s *Store) {
+// claimNewTicketsDelivery joins s to an email deployment, creates a ticket
+// and claims its one delivery.
+func claimNewTicketsDelivery(t *testing.T, s *Store) *Delivery {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
 		t.Fatal(err)
@@ -111,6 +114,12 @@ func relayAfterCompletion(t *testing.T, s *Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+func relayAfterCompletion(t *testing.T, s *Store) {
+	ctx := context.Background()
+	d := claimNewTicketsDelivery(t, s)
 	if err := s.CompleteDelivery(ctx, d); err != nil {
 		t.Fatal(err)
 	}
@@ -134,20 +143,7 @@ func relayAfterCompletion(t *testing.T, s *Store) {
 func TestSharedClaimAfterRequeue(t *testing.T) {
 	ctx := context.Background()
 	s := sharedStores(t, 1, nil)[0]
-	if _, err := s.JoinDeployment(ctx, []string{"email"}); err != nil {
-		t.Fatal(err)
-	}
-	cust := Actor{ID: bson.NewObjectID(), Type: CreatorCustomer}
-	if _, _, err := s.CreateTicket(ctx, NewTicket{Creator: cust, TeamID: "t", Subject: "s"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.RelayAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	d, err := s.ClaimDelivery(ctx, "email", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := claimNewTicketsDelivery(t, s)
 	if err := s.KillDelivery(ctx, d, errors.New("refused")); err != nil {
 		t.Fatal(err)
 	}
