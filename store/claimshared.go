@@ -114,15 +114,11 @@ func (s *Store) dropDelivered(ctx context.Context, d *Delivery) (bool, error) {
 		return false, err
 	}
 	s.log.Warn("a notification already delivered was queued again (a relay racing its completion, or a requeue of a dead letter whose first attempt had gone out); dropped, not sent twice", "delivery", d.ID)
-	var done Delivery
-	err := s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return true, nil
+	done, err := s.deleteClaimed(ctx, d)
+	if done == nil || err != nil {
+		return err == nil, err
 	}
-	if err != nil {
-		return false, classify(err)
-	}
-	return true, s.next(ctx, &done)
+	return true, s.next(ctx, done)
 }
 
 // lazySweep deletes a collection's documents whose until has passed, at

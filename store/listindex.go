@@ -35,6 +35,7 @@ import (
 type listIndex struct {
 	db    *sql.DB
 	table string // the embedded server's tickets table, quoted for SQL
+	queue string // its outbox table, quoted (queueindex.go)
 	log   *slog.Logger
 
 	keywords    keywordCache // search.go
@@ -43,7 +44,7 @@ type listIndex struct {
 
 // listIndexVersion changes whenever the tables or triggers below change;
 // a store opened with another version rebuilds them.
-const listIndexVersion = "4"
+const listIndexVersion = "5"
 
 // field is the SQL for a top-level field of a row of the tickets table
 // (row is "new" or "old" in a trigger, the table alias in a query).
@@ -218,6 +219,12 @@ func (ix *listIndex) prepare(ctx context.Context) error {
 		return fmt.Errorf("find the tickets table: %w", err)
 	}
 	ix.table = `"` + table + `"`
+	var queue string
+	err = ix.db.QueryRowContext(ctx, `SELECT table_name FROM _ferretdb_collections WHERE name = ?`, colOutbox).Scan(&queue)
+	if err != nil {
+		return fmt.Errorf("find the outbox table: %w", err)
+	}
+	ix.queue = `"` + queue + `"`
 	if _, err := ix.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS ticketd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
 		return err
 	}
@@ -226,12 +233,13 @@ func (ix *listIndex) prepare(ctx context.Context) error {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
-	var attached int
-	err = ix.db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?`, table).Scan(&attached)
+	var attached, queued int
+	err = ix.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE tbl_name = ?), count(*) FILTER (WHERE tbl_name = ?)
+		FROM sqlite_master WHERE type = 'trigger'`, table, queue).Scan(&attached, &queued)
 	if err != nil {
 		return err
 	}
-	if version == listIndexVersion && attached == 4 {
+	if version == listIndexVersion && attached == 4 && queued == 3 {
 		return nil
 	}
 	return ix.rebuild(ctx, version)
@@ -250,7 +258,7 @@ func (ix *listIndex) rebuild(ctx context.Context, was string) error {
 	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
-	stmts := append(slices.Clip(listIndexDrops), listIndexSchema(ix.table)...)
+	stmts := append(slices.Concat(listIndexDrops, queueDrops, listIndexSchema(ix.table)), queueSchema(ix.queue)...)
 	stmts = append(stmts, `INSERT INTO ticketd_meta VALUES ('listIndex', '`+listIndexVersion+`')
 		ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
 		`INSERT INTO ticketd_meta VALUES ('textGen', '0') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`)

@@ -117,14 +117,10 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID) (int, error) 
 		// Only the ticket's earliest delivery to the sink is pending; any
 		// delivery already queued for it (even this event's own, from a
 		// relay whose pull failed) puts these behind it.
-		n, err := s.outbox.CountDocuments(ctx, bson.D{
-			{Key: "sink", Value: sink}, {Key: "ticketId", Value: id},
-			{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{DeliveryPending, DeliveryWaiting}}}},
-		}, options.Count().SetLimit(1))
+		ahead, err := s.queuedFor(ctx, id, sink, DeliveryPending, DeliveryWaiting)
 		if err != nil {
-			return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), classify(err))
+			return 0, fmt.Errorf("relay ticket %s: %w", id.Hex(), err)
 		}
-		ahead := n > 0
 		for _, e := range events {
 			d := Delivery{ID: e.ID.Hex() + "/" + sink, Sink: sink, Event: e, TicketID: e.TicketID, Seq: e.Seq,
 				State: DeliveryPending, NextAttemptAt: now, CreatedAt: now}
@@ -178,14 +174,12 @@ func (s *Store) RelayTicket(ctx context.Context, id bson.ObjectID) (int, error) 
 // lock. It is due now: behind the deliveries already due, which is what
 // makes tickets take turns.
 func (s *Store) ensureHead(ctx context.Context, ticket bson.ObjectID, sink string) error {
-	n, err := s.outbox.CountDocuments(ctx, bson.D{
-		{Key: "sink", Value: sink}, {Key: "ticketId", Value: ticket}, {Key: "state", Value: DeliveryPending},
-	}, options.Count().SetLimit(1))
-	if err != nil {
-		return fmt.Errorf("find the head of %s/%s: %w", ticket.Hex(), sink, classify(err))
+	if s.ownQueue() {
+		return s.ensureOwnHead(ctx, ticket, sink)
 	}
-	if n > 0 {
-		return nil
+	pending, err := s.queuedFor(ctx, ticket, sink, DeliveryPending)
+	if err != nil || pending {
+		return err
 	}
 	err = s.outbox.FindOneAndUpdate(ctx,
 		bson.D{{Key: "sink", Value: sink}, {Key: "ticketId", Value: ticket}, {Key: "state", Value: DeliveryWaiting}},
@@ -199,6 +193,50 @@ func (s *Store) ensureHead(ctx context.Context, ticket bson.ObjectID, sink strin
 		s.wake(sink)
 	}
 	return nil
+}
+
+// ensureOwnHead is ensureHead on the process's own embedded server
+// (queueindex.go).
+func (s *Store) ensureOwnHead(ctx context.Context, ticket bson.ObjectID, sink string) error {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	if pending, err := s.index.queuedFor(ctx, ticket, sink, DeliveryPending); err != nil || pending {
+		return err
+	}
+	id, err := s.index.firstWaiting(ctx, ticket, sink)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	res, err := s.outbox.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: DeliveryPending}, {Key: "nextAttemptAt", Value: s.nowUTC()}}}})
+	if err != nil {
+		return fmt.Errorf("promote the next delivery of %s/%s: %w", ticket.Hex(), sink, classify(err))
+	}
+	if res.MatchedCount > 0 {
+		s.wake(sink)
+	}
+	return nil
+}
+
+// queuedFor reports whether ticket has a delivery to sink in one of states.
+func (s *Store) queuedFor(ctx context.Context, ticket bson.ObjectID, sink string, states ...DeliveryState) (bool, error) {
+	if s.ownQueue() {
+		return s.index.queuedFor(ctx, ticket, sink, states...)
+	}
+	in := bson.A{}
+	for _, st := range states {
+		in = append(in, st)
+	}
+	n, err := s.outbox.CountDocuments(ctx, bson.D{
+		{Key: "sink", Value: sink}, {Key: "ticketId", Value: ticket}, {Key: "state", Value: bson.D{{Key: "$in", Value: in}}},
+	}, options.Count().SetLimit(1))
+	if err != nil {
+		return false, fmt.Errorf("find the deliveries of %s/%s: %w", ticket.Hex(), sink, classify(err))
+	}
+	return n > 0, nil
 }
 
 // DeliveriesReady returns a channel that receives when the relay has queued
@@ -360,8 +398,6 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 	if !s.serial {
 		return s.claimShared(ctx, sink, lease) // claimshared.go
 	}
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
 	for range maxClaimRaces {
 		d, err := s.claimSerial(ctx, sink, lease)
 		if err != nil {
@@ -378,24 +414,34 @@ func (s *Store) ClaimDelivery(ctx context.Context, sink string, lease time.Durat
 	return nil, ErrNotFound
 }
 
-// claimSerial is one claim of this process's own database; the caller
-// holds claimMu.
+// claimSerial is one claim of this process's own database.
 func (s *Store) claimSerial(ctx context.Context, sink string, lease time.Duration) (*Delivery, error) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
 	now := s.nowUTC()
+	filter := bson.D{
+		{Key: "sink", Value: sink},
+		{Key: "state", Value: DeliveryPending},
+		{Key: "nextAttemptAt", Value: bson.D{{Key: "$lte", Value: now}}},
+	}
+	opts := options.FindOneAndUpdate().SetSort(bson.D{{Key: "nextAttemptAt", Value: 1}}).SetReturnDocument(options.After)
+	if s.ownQueue() {
+		id, err := s.index.dueDelivery(ctx, sink, now)
+		if err != nil {
+			return nil, err
+		}
+		// Due and pending, as read under claimMu; a filter of _id alone is
+		// the only one the embedded server looks up rather than scans.
+		filter = bson.D{{Key: "_id", Value: id}}
+		opts = options.FindOneAndUpdate().SetReturnDocument(options.After)
+	}
 	var d Delivery
-	err := s.outbox.FindOneAndUpdate(ctx,
-		bson.D{
-			{Key: "sink", Value: sink},
-			{Key: "state", Value: DeliveryPending},
-			{Key: "nextAttemptAt", Value: bson.D{{Key: "$lte", Value: now}}},
-		},
+	err := s.outbox.FindOneAndUpdate(ctx, filter,
 		bson.D{
 			{Key: "$set", Value: bson.D{{Key: "nextAttemptAt", Value: now.Add(lease)}, {Key: "claim", Value: bson.NewObjectID().Hex()}}},
 			{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}},
 		},
-		options.FindOneAndUpdate().
-			SetSort(bson.D{{Key: "nextAttemptAt", Value: 1}}).
-			SetReturnDocument(options.After),
+		opts,
 	).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, ErrNotFound
@@ -448,9 +494,11 @@ func (s *Store) CompleteDelivery(ctx context.Context, d *Delivery) error {
 	if err := s.bindDelivered(ctx, d.ID); err != nil {
 		return fmt.Errorf("complete delivery %s: %w", d.ID, err)
 	}
-	var done Delivery
-	err = s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	done, err := s.deleteClaimed(ctx, d)
+	if err != nil {
+		return fmt.Errorf("complete delivery %s: %w", d.ID, err)
+	}
+	if done == nil {
 		// Claimed again between the check and the delete: the new
 		// claimant owns it now (the message went out; the key only stops
 		// a relay from queueing it again).
@@ -459,10 +507,73 @@ func (s *Store) CompleteDelivery(ctx context.Context, d *Delivery) error {
 		}
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("complete delivery %s: %w", d.ID, classify(err))
+	return s.next(ctx, done)
+}
+
+// deleteClaimed removes d if d's claim is still the latest and returns it
+// as it was; nil when nothing matched.
+func (s *Store) deleteClaimed(ctx context.Context, d *Delivery) (*Delivery, error) {
+	if !s.ownQueue() {
+		var done Delivery
+		err := s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, classify(err)
+		}
+		return &done, nil
 	}
-	return s.next(ctx, &done)
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	cur, err := s.ownClaimed(ctx, d)
+	if cur == nil || err != nil {
+		return nil, err
+	}
+	if _, err := s.outbox.DeleteOne(ctx, bson.D{{Key: "_id", Value: d.ID}}); err != nil {
+		return nil, classify(err)
+	}
+	return cur, nil
+}
+
+// updateClaimed sets fields of d if d's claim is still the latest and
+// returns it as it was before; nil when nothing matched.
+func (s *Store) updateClaimed(ctx context.Context, d *Delivery, set bson.D) (*Delivery, error) {
+	update := bson.D{{Key: "$set", Value: set}}
+	if !s.ownQueue() {
+		var was Delivery
+		err := s.outbox.FindOneAndUpdate(ctx, claimFilter(d), update).Decode(&was)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, classify(err)
+		}
+		return &was, nil
+	}
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	cur, err := s.ownClaimed(ctx, d)
+	if cur == nil || err != nil {
+		return nil, err
+	}
+	if _, err := s.outbox.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}}, update); err != nil {
+		return nil, classify(err)
+	}
+	return cur, nil
+}
+
+// ownClaimed reads d by _id on the process's own embedded server, the
+// caller holding claimMu: nil when it is gone or was claimed again.
+func (s *Store) ownClaimed(ctx context.Context, d *Delivery) (*Delivery, error) {
+	cur, err := findByID[Delivery](ctx, s.outbox, d.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil || cur.Claim != d.Claim {
+		return nil, err
+	}
+	return cur, nil
 }
 
 // bindDelivered records the delivered key with its time, so that retention
@@ -490,14 +601,17 @@ func (s *Store) next(ctx context.Context, d *Delivery) error {
 // try again. The ticket's later deliveries to the sink keep waiting.
 // ErrClaimLost, changing nothing, when d was claimed again since.
 func (s *Store) RetryDelivery(ctx context.Context, d *Delivery, cause error, at time.Time) error {
-	err := s.setDelivery(ctx, claimFilter(d), bson.D{
+	was, err := s.updateClaimed(ctx, d, bson.D{
 		{Key: "nextAttemptAt", Value: at.UTC().Truncate(time.Millisecond)},
 		{Key: "lastError", Value: cause.Error()},
 	})
-	if errors.Is(err, ErrNotFound) {
+	if err != nil {
+		return fmt.Errorf("retry delivery %s: %w", d.ID, err)
+	}
+	if was == nil {
 		return s.claimLost(ctx, d)
 	}
-	return err
+	return nil
 }
 
 // KillDelivery moves a claimed delivery to the dead-letter state: no more
@@ -505,16 +619,15 @@ func (s *Store) RetryDelivery(ctx context.Context, d *Delivery, cause error, at 
 // the sink becomes pending. ErrClaimLost, changing nothing, when d was
 // claimed again since; ErrNotFound when it is gone.
 func (s *Store) KillDelivery(ctx context.Context, d *Delivery, cause error) error {
-	var dead Delivery
-	err := s.outbox.FindOneAndUpdate(ctx, claimFilter(d),
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: DeliveryDead}, {Key: "lastError", Value: cause.Error()}, {Key: "deadAt", Value: s.nowUTC()}}}}).Decode(&dead)
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	dead, err := s.updateClaimed(ctx, d,
+		bson.D{{Key: "state", Value: DeliveryDead}, {Key: "lastError", Value: cause.Error()}, {Key: "deadAt", Value: s.nowUTC()}})
+	if err != nil {
+		return fmt.Errorf("kill delivery %s: %w", d.ID, err)
+	}
+	if dead == nil {
 		return s.claimLost(ctx, d)
 	}
-	if err != nil {
-		return fmt.Errorf("kill delivery %s: %w", d.ID, classify(err))
-	}
-	return s.next(ctx, &dead)
+	return s.next(ctx, dead)
 }
 
 // RequeueDelivery gives a dead entry a fresh set of attempts, now, and
@@ -523,8 +636,21 @@ func (s *Store) KillDelivery(ctx context.Context, d *Delivery, cause error) erro
 // alone). A requeued delivery does not wait for its ticket's others: the
 // operator asked for it now.
 func (s *Store) RequeueDelivery(ctx context.Context, id string) error {
+	filter := bson.D{{Key: "_id", Value: id}, {Key: "state", Value: DeliveryDead}}
+	if s.ownQueue() {
+		s.claimMu.Lock()
+		defer s.claimMu.Unlock()
+		cur, err := findByID[Delivery](ctx, s.outbox, id)
+		if err != nil {
+			return err
+		}
+		if cur.State != DeliveryDead {
+			return ErrNotFound
+		}
+		filter = filter[:1] // dead, as read under claimMu
+	}
 	var d Delivery
-	err := s.outbox.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: DeliveryDead}},
+	err := s.outbox.FindOneAndUpdate(ctx, filter,
 		bson.D{{Key: "$set", Value: bson.D{
 			{Key: "state", Value: DeliveryPending},
 			{Key: "attempts", Value: 0},
@@ -537,17 +663,6 @@ func (s *Store) RequeueDelivery(ctx context.Context, id string) error {
 		return fmt.Errorf("requeue delivery %s: %w", id, classify(err))
 	}
 	s.wake(d.Sink)
-	return nil
-}
-
-func (s *Store) setDelivery(ctx context.Context, filter, set bson.D) error {
-	res, err := s.outbox.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
-	if err != nil {
-		return fmt.Errorf("update delivery %v: %w", filter[0].Value, classify(err))
-	}
-	if res.MatchedCount == 0 {
-		return ErrNotFound
-	}
 	return nil
 }
 
