@@ -52,22 +52,27 @@ func field(row, name string) string {
 	return fmt.Sprintf("%s._ferretdb_sjson->>'$.%s'", row, name)
 }
 
+// fieldOr is field, or def where the document has no such field.
+func fieldOr(row, name, def string) string {
+	return "coalesce(" + field(row, name) + ", " + def + ")"
+}
+
 // listingValues is the ticketd_listing row of a tickets row.
 func listingValues(row string) string {
 	return strings.Join([]string{
 		field(row, "_id"),
 		field(row, "refId"),
 		field(row, "sourceKey"),
-		"coalesce(" + field(row, "teamId") + ", '')",
-		"coalesce(" + field(row, "creatorId") + ", '')",
-		"coalesce(" + field(row, "status") + ", '')",
-		"coalesce(" + field(row, "priority") + ", '')",
-		"coalesce(" + field(row, "category") + ", '')",
-		"coalesce(" + field(row, "updatedAt") + ", 0)",
-		"coalesce(" + field(row, "isDelete") + ", 0)",
+		fieldOr(row, "teamId", "''"),
+		fieldOr(row, "creatorId", "''"),
+		fieldOr(row, "status", "''"),
+		fieldOr(row, "priority", "''"),
+		fieldOr(row, "category", "''"),
+		fieldOr(row, "updatedAt", "0"),
+		fieldOr(row, "isDelete", "0"),
 		fmt.Sprintf("coalesce(json_array_length(%s._ferretdb_sjson, '$.outbox'), 0)", row),
-		"coalesce(" + field(row, "createdAt") + ", 0)",
-		"coalesce(" + field(row, "creatorType") + ", '')",
+		fieldOr(row, "createdAt", "0"),
+		fieldOr(row, "creatorType", "''"),
 		row + "._ferretdb_sjson->>'$.firstResponse.respondedAt' IS NOT NULL",
 		row + "._ferretdb_sjson->>'$.firstResponse.breachedAt' IS NOT NULL",
 	}, ", ")

@@ -514,26 +514,12 @@ func (s *Store) CompleteDelivery(ctx context.Context, d *Delivery) error {
 // as it was; nil when nothing matched.
 func (s *Store) deleteClaimed(ctx context.Context, d *Delivery) (*Delivery, error) {
 	if !s.ownQueue() {
-		var done Delivery
-		err := s.outbox.FindOneAndDelete(ctx, claimFilter(d)).Decode(&done)
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, classify(err)
-		}
-		return &done, nil
+		return decodeClaimed(s.outbox.FindOneAndDelete(ctx, claimFilter(d)))
 	}
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	cur, err := s.ownClaimed(ctx, d)
-	if cur == nil || err != nil {
-		return nil, err
-	}
-	if _, err := s.outbox.DeleteOne(ctx, bson.D{{Key: "_id", Value: d.ID}}); err != nil {
-		return nil, classify(err)
-	}
-	return cur, nil
+	return s.writeOwnClaimed(ctx, d, func() error {
+		_, err := s.outbox.DeleteOne(ctx, bson.D{{Key: "_id", Value: d.ID}})
+		return err
+	})
 }
 
 // updateClaimed sets fields of d if d's claim is still the latest and
@@ -541,23 +527,39 @@ func (s *Store) deleteClaimed(ctx context.Context, d *Delivery) (*Delivery, erro
 func (s *Store) updateClaimed(ctx context.Context, d *Delivery, set bson.D) (*Delivery, error) {
 	update := bson.D{{Key: "$set", Value: set}}
 	if !s.ownQueue() {
-		var was Delivery
-		err := s.outbox.FindOneAndUpdate(ctx, claimFilter(d), update).Decode(&was)
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, classify(err)
-		}
-		return &was, nil
+		return decodeClaimed(s.outbox.FindOneAndUpdate(ctx, claimFilter(d), update))
 	}
+	return s.writeOwnClaimed(ctx, d, func() error {
+		_, err := s.outbox.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}}, update)
+		return err
+	})
+}
+
+// decodeClaimed is the delivery a write filtered by claimFilter returned;
+// nil when it matched nothing.
+func decodeClaimed(res *mongo.SingleResult) (*Delivery, error) {
+	var d Delivery
+	err := res.Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	return &d, nil
+}
+
+// writeOwnClaimed runs write (by _id) on the process's own embedded server
+// if d's claim is still the latest, under claimMu, and returns d as it was
+// before; nil when it is gone or was claimed again.
+func (s *Store) writeOwnClaimed(ctx context.Context, d *Delivery, write func() error) (*Delivery, error) {
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
 	cur, err := s.ownClaimed(ctx, d)
 	if cur == nil || err != nil {
 		return nil, err
 	}
-	if _, err := s.outbox.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}}, update); err != nil {
+	if err := write(); err != nil {
 		return nil, classify(err)
 	}
 	return cur, nil

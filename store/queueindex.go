@@ -31,11 +31,11 @@ const queueColumns = "id, sink, ticket, state, seq, next"
 func queueValues(row string) string {
 	return strings.Join([]string{
 		field(row, "_id"),
-		"coalesce(" + field(row, "sink") + ", '')",
-		"coalesce(" + field(row, "ticketId") + ", '')",
-		"coalesce(" + field(row, "state") + ", '')",
-		"coalesce(" + field(row, "seq") + ", 0)",
-		"coalesce(" + field(row, "nextAttemptAt") + ", 0)",
+		fieldOr(row, "sink", "''"),
+		fieldOr(row, "ticketId", "''"),
+		fieldOr(row, "state", "''"),
+		fieldOr(row, "seq", "0"),
+		fieldOr(row, "nextAttemptAt", "0"),
 	}, ", ")
 }
 
