@@ -124,30 +124,10 @@ func runBurst(tb testing.TB, round int) burstResult {
 		tb.Fatal(err)
 	}
 	cfg.Log.Level = "warn" // a line for every mail would be measured too
-	ctx, stop := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
+	ctx := context.Background()
 	stores := make(chan *store.Store, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, cfg.logger(os.Stderr), &serveHooks{
-			listening: func(a string) { addr <- a },
-			store:     func(st *store.Store) { stores <- st },
-		})
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		stop()
-		tb.Fatalf("serve exited: %v", err)
-	}
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			tb.Errorf("serve: %v", err)
-		}
-	}()
+	base, stop := serveInProcess(tb, ctx, cfg, &serveHooks{store: func(st *store.Store) { stores <- st }})
+	defer stop()
 	st := <-stores
 	admin := tokenFor(tb, cfgPath, "-role", "admin")
 

@@ -104,26 +104,10 @@ slack:
 		tb.Fatal(err)
 	}
 
-	sctx, stop := context.WithCancel(ctx)
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(sctx, cfg, cfg.logger(os.Stderr), &serveHooks{listening: func(a string) { addr <- a }})
-	}()
 	d := &benchDesk{tb: tb, ctx: ctx, fake: fake, smtp: mail, cfgPath: cfgPath, limits: limits}
-	select {
-	case a := <-addr:
-		d.base = "http://" + a
-	case err := <-done:
-		stop()
-		tb.Fatalf("serve exited: %v", err)
-	}
-	tb.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			tb.Errorf("serve: %v", err)
-		}
-	})
+	var stop func()
+	d.base, stop = serveInProcess(tb, ctx, cfg, nil)
+	tb.Cleanup(stop)
 	d.customer = d.token("-role", "customer", "-sub", cust.ID.Hex(), "-team", "acme")
 	d.admin = d.token("-role", "admin")
 	fake.WaitConnections(tb, 1)

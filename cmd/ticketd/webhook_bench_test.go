@@ -64,26 +64,8 @@ webhooks:
 	if err != nil {
 		b.Fatal(err)
 	}
-	sctx, stop := context.WithCancel(ctx)
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(sctx, cfg, cfg.logger(os.Stderr), &serveHooks{listening: func(a string) { addr <- a }})
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		stop()
-		b.Fatalf("serve exited: %v", err)
-	}
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			b.Errorf("serve: %v", err)
-		}
-	}()
+	base, stop := serveInProcess(b, ctx, cfg, nil)
+	defer stop()
 	token := func(args ...string) string {
 		var out, errb bytes.Buffer
 		if err := run(ctx, append([]string{"token", "-config", cfgPath}, args...), &out, &errb, noEnv); err != nil {

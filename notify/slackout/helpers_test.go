@@ -104,17 +104,7 @@ func (e *env) newTicket() *store.Ticket {
 // not running, so every event stays on the ticket).
 func (e *env) event(id bson.ObjectID, kind store.EventKind) store.Event {
 	e.t.Helper()
-	tk, err := e.st.Ticket(e.ctx, id, store.AllTickets)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for i := len(tk.Outbox) - 1; i >= 0; i-- {
-		if tk.Outbox[i].Kind == kind {
-			return tk.Outbox[i]
-		}
-	}
-	e.t.Fatalf("ticket %s has no pending %s event", id.Hex(), kind)
-	return store.Event{}
+	return storetest.PendingEvent(e.t, e.st, id, kind)
 }
 
 // deliver hands one event to the sink as the runner's attempt-th try.

@@ -172,17 +172,7 @@ func (e *env) reply(tk *store.Ticket, text string, internal bool) {
 // every event stays on the ticket).
 func (e *env) event(id bson.ObjectID, kind store.EventKind) store.Event {
 	e.t.Helper()
-	tk, err := e.st.Ticket(e.ctx, id, store.AllTickets)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for i := len(tk.Outbox) - 1; i >= 0; i-- {
-		if tk.Outbox[i].Kind == kind {
-			return tk.Outbox[i]
-		}
-	}
-	e.t.Fatalf("no pending %s event", kind)
-	return store.Event{}
+	return storetest.PendingEvent(e.t, e.st, id, kind)
 }
 
 func deliver(ctx context.Context, a *Adapter, ev store.Event) error {

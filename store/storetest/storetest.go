@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/ticketd/ticketd/store"
 )
 
@@ -94,4 +96,21 @@ func Shared(t testing.TB, n int) []*store.Store {
 		out[i], _ = OpenWith(t, store.OpenOptions{URI: uri, Database: db})
 	}
 	return out
+}
+
+// PendingEvent returns the ticket's latest pending event of a kind, for
+// tests that run no relay (so every event stays on the ticket).
+func PendingEvent(t testing.TB, st *store.Store, id bson.ObjectID, kind store.EventKind) store.Event {
+	t.Helper()
+	tk, err := st.Ticket(context.Background(), id, store.AllTickets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(tk.Outbox) - 1; i >= 0; i-- {
+		if tk.Outbox[i].Kind == kind {
+			return tk.Outbox[i]
+		}
+	}
+	t.Fatalf("ticket %s has no pending %s event", id.Hex(), kind)
+	return store.Event{}
 }
