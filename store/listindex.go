@@ -21,8 +21,9 @@ import (
 //
 // It lives inside the embedded server's own SQLite file: a narrow table of
 // the fields listings filter and sort on (ticketd_listing), a count per
-// team/status/priority/category (ticketd_counts), and an FTS5 trigram index
-// of subjects and descriptions (ticketd_search). SQLite triggers on the
+// team/status/priority/category (ticketd_counts), an FTS5 trigram index
+// of subjects and descriptions (ticketd_search) and one of their one- and
+// two-character grams (ticketd_short, shortgrams.go). SQLite triggers on the
 // server's tickets table keep them in step, inside the very transaction that
 // writes the document: there is no moment at which the document is written
 // and the index is not, so no crash (kill -9, power loss) can leave them
@@ -44,7 +45,7 @@ type listIndex struct {
 
 // listIndexVersion changes whenever the tables or triggers below change;
 // a store opened with another version rebuilds them.
-const listIndexVersion = "5"
+const listIndexVersion = "6"
 
 // field is the SQL for a top-level field of a row of the tickets table
 // (row is "new" or "old" in a trigger, the table alias in a query).
@@ -96,10 +97,14 @@ func listIndexSchema(t string) []string {
 	}
 	// The search row of a ticket shares its listing row's rid.
 	reindex := func(row, when string) string {
-		return `DELETE FROM ticketd_search WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field(row, "_id") + `) AND ` + when + `;
+		rid := `(SELECT rid FROM ticketd_listing WHERE id = ` + field(row, "_id") + `)`
+		return `DELETE FROM ticketd_search WHERE rowid = ` + rid + ` AND ` + when + `;
+			DELETE FROM ticketd_short WHERE rowid = ` + rid + ` AND ` + when + `;
 			INSERT INTO ticketd_search(rowid, subject, description)
 			SELECT rid, coalesce(` + field(row, "subject") + `, ''), coalesce(` + field(row, "description") + `, '')
-			FROM ticketd_listing WHERE id = ` + field(row, "_id") + ` AND ` + when + `;`
+			FROM ticketd_listing WHERE id = ` + field(row, "_id") + ` AND ` + when + `;
+			INSERT INTO ticketd_short(rowid, grams) SELECT rowid, ` + shortGrams("subject") + ` || ` + shortGrams("description") + `
+			FROM ticketd_search WHERE rowid = ` + rid + ` AND ` + when + `;`
 	}
 	textChanged := "(" + field("old", "subject") + " IS NOT " + field("new", "subject") +
 		" OR " + field("old", "description") + " IS NOT " + field("new", "description") + ")"
@@ -111,7 +116,7 @@ func listIndexSchema(t string) []string {
 	partial := func(name, cols string) string {
 		return `CREATE INDEX ticketd_listing_` + name + ` ON ticketd_listing(` + cols + `updated DESC, id DESC) WHERE deleted = 0`
 	}
-	return []string{
+	return slices.Concat([]string{
 		`CREATE TABLE ticketd_listing (
 			rid INTEGER PRIMARY KEY,
 			id TEXT NOT NULL UNIQUE, -- the ticket's _id, hex
@@ -145,7 +150,7 @@ func listIndexSchema(t string) []string {
 			PRIMARY KEY (team, status, priority, category)
 		) WITHOUT ROWID`,
 		`CREATE VIRTUAL TABLE ticketd_search USING fts5(subject, description, tokenize = 'trigram case_sensitive 0')`,
-
+	}, shortGramSchema, []string{
 		// Counts follow the listing rows.
 		`CREATE TRIGGER ticketd_counts_insert AFTER INSERT ON ticketd_listing WHEN ` + live("new") + ` BEGIN
 			INSERT INTO ticketd_counts VALUES (new.team, new.status, new.priority, new.category, 1)
@@ -178,6 +183,7 @@ func listIndexSchema(t string) []string {
 		END`,
 		`CREATE TRIGGER ticketd_tickets_delete AFTER DELETE ON ` + t + ` BEGIN
 			DELETE FROM ticketd_search WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field("old", "_id") + `);
+			DELETE FROM ticketd_short WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field("old", "_id") + `);
 			DELETE FROM ticketd_listing WHERE id = ` + field("old", "_id") + `;
 			` + bumpTextGen + `
 		END`,
@@ -187,7 +193,8 @@ func listIndexSchema(t string) []string {
 		`INSERT INTO ticketd_search(rowid, subject, description)
 			SELECT l.rid, coalesce(` + field(t, "subject") + `, ''), coalesce(` + field(t, "description") + `, '')
 			FROM ` + t + ` JOIN ticketd_listing l ON l.id = ` + field(t, "_id"),
-	}
+		`INSERT INTO ticketd_short(rowid, grams) SELECT rowid, ` + shortGrams("subject") + ` || ` + shortGrams("description") + ` FROM ticketd_search`,
+	})
 }
 
 // listIndexDrops are what a rebuild drops first (the triggers on the
@@ -195,7 +202,8 @@ func listIndexSchema(t string) []string {
 var listIndexDrops = []string{
 	"DROP TRIGGER IF EXISTS ticketd_tickets_insert", "DROP TRIGGER IF EXISTS ticketd_tickets_update",
 	"DROP TRIGGER IF EXISTS ticketd_tickets_delete", "DROP TRIGGER IF EXISTS ticketd_tickets_retext",
-	"DROP TABLE IF EXISTS ticketd_search", "DROP TABLE IF EXISTS ticketd_counts", "DROP TABLE IF EXISTS ticketd_listing",
+	"DROP TABLE IF EXISTS ticketd_search", "DROP TABLE IF EXISTS ticketd_short", "DROP TABLE IF EXISTS ticketd_positions",
+	"DROP TABLE IF EXISTS ticketd_counts", "DROP TABLE IF EXISTS ticketd_listing",
 }
 
 // openListIndex opens the index in the embedded server's SQLite file,

@@ -161,6 +161,24 @@ func checkIndexMatchesDocuments(t *testing.T, ctx context.Context, s *Store) int
 	if err := s.index.db.QueryRowContext(ctx, `SELECT count(*) FROM ticketd_search`).Scan(&searchRows); err != nil || searchRows != len(docs) {
 		t.Errorf("search table has %d rows (%v), want %d", searchRows, err, len(docs))
 	}
+	// The short-keyword index has a row for each, holding its subject's
+	// last two characters.
+	var shortRows, missing int
+	err = s.index.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM ticketd_short),
+		(SELECT count(*) FROM ticketd_search WHERE rowid NOT IN (SELECT rowid FROM ticketd_short))`).Scan(&shortRows, &missing)
+	if err != nil || shortRows != len(docs) || missing != 0 {
+		t.Errorf("short-keyword table has %d rows, %d search rows not in it (%v), want %d and none", shortRows, missing, err, len(docs))
+	}
+	for _, d := range docs {
+		subject := []rune(d.Subject)
+		phrase, _ := shortGramPhrase(string(subject[max(0, len(subject)-2):]))
+		var found int
+		err := s.index.db.QueryRowContext(ctx, `SELECT count(*) FROM ticketd_short WHERE ticketd_short MATCH ?
+			AND rowid = (SELECT rid FROM ticketd_listing WHERE id = ?)`, phrase, d.ID.Hex()).Scan(&found)
+		if err != nil || found != 1 {
+			t.Errorf("ticket %s: the end of its subject %q not in the short-keyword table (%v)", d.ID.Hex(), d.Subject, err)
+		}
+	}
 	gotGroups := map[string]int{}
 	eachRow(t, s.index.db, `SELECT team, status, priority, category, n FROM ticketd_counts WHERE n != 0`, func(r []any) {
 		gotGroups[fmt.Sprint(r[0], "|", r[1], "|", r[2], "|", r[3])] = int(r[4].(int64))
@@ -213,7 +231,7 @@ func TestIndexRebuildsForAnOlderStore(t *testing.T) {
 	s.Close(ctx)
 
 	for _, older := range []struct{ name, sql string }{
-		{"no index at all", `DROP TABLE ticketd_search; DROP TABLE ticketd_counts; DROP TABLE ticketd_listing; DROP TABLE ticketd_meta`},
+		{"no index at all", `DROP TABLE ticketd_search; DROP TABLE ticketd_short; DROP TABLE ticketd_positions; DROP TABLE ticketd_counts; DROP TABLE ticketd_listing; DROP TABLE ticketd_meta`},
 		{"an index of another version, out of step", `UPDATE ticketd_meta SET value = '0'; DELETE FROM ticketd_listing WHERE rid % 2 = 0`},
 		{"the triggers gone", `DROP TRIGGER ticketd_tickets_update`},
 	} {
@@ -232,8 +250,10 @@ func TestIndexRebuildsForAnOlderStore(t *testing.T) {
 		if n := checkIndexMatchesDocuments(t, ctx, s); n != 12 {
 			t.Errorf("%s: %d tickets, want 12", older.name, n)
 		}
-		if _, total, err := s.ListTickets(ctx, AllTickets, ListQuery{Keyword: "OLD TICKET 1"}); err != nil || total != 3 {
-			t.Errorf("%s: search found %d (%v), want 3 (1, 10, 11)", older.name, total, err)
+		for _, keyword := range []string{"OLD TICKET 1", "1", "T 1"} {
+			if _, total, err := s.ListTickets(ctx, AllTickets, ListQuery{Keyword: keyword}); err != nil || total != 3 {
+				t.Errorf("%s: search for %q found %d (%v), want 3 (1, 10, 11)", older.name, keyword, total, err)
+			}
 		}
 		s.Close(ctx)
 	}

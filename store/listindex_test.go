@@ -45,13 +45,14 @@ func TestIndexListsLikeTheDatabase(t *testing.T) {
 	}
 
 	creators := []bson.ObjectID{bson.NewObjectID(), bson.NewObjectID()}
-	subjects := []string{"Printer jam", "100% done_now", "printer JAM again", "Café crème machine", "Refund (a.k.a. money back)", "ΣΊΣΥΦΟΣ upgrade", "Login"}
+	subjects := []string{"Printer jam", "100% done_now", "printer JAM again", "Café crème machine", "Refund (a.k.a. money back)", "ΣΊΣΥΦΟΣ upgrade", "Login",
+		"a\x01b \x01\x01", "K"}
 	var ids []bson.ObjectID
 	for i := 0; i < 30; i++ {
 		tk, _, err := withIndex.CreateTicket(ctx, NewTicket{
 			Creator: Actor{ID: creators[i%2], Type: CreatorCustomer}, TeamID: fmt.Sprintf("team-%d", i%3),
 			Category: []string{"Support", "Billing"}[i%2], Subject: subjects[i%len(subjects)],
-			Description: fmt.Sprintf("details %d, see ticket", i), Priority: Priorities[i%4],
+			Description: fmt.Sprintf("details %d, see ticket", i)[:min(i, 22)], Priority: Priorities[i%4],
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -78,6 +79,11 @@ func TestIndexListsLikeTheDatabase(t *testing.T) {
 		{Keyword: "in"}, {Keyword: "J"}, {Keyword: "%"}, {Keyword: "_"}, {Keyword: "a."}, {Keyword: `"`}, {Keyword: `jam"`},
 		{Keyword: "printer", Status: StatusCreated, TeamID: "team-0"}, {Keyword: "de", Priority: PriorityHigh},
 		{Keyword: "ticket", CreatorID: creators[1], Limit: 2}, {Keyword: "ème"}, {Keyword: "É"}, {Keyword: "σΊ"},
+		// One or two characters (shortgrams.go): first and last of a text,
+		// across a subject and a description, a whole text, the pad.
+		{Keyword: "p"}, {Keyword: "n"}, {Keyword: "nd"}, {Keyword: "NG"}, {Keyword: "ng"}, {Keyword: "l"}, {Keyword: "k"},
+		{Keyword: "gd"}, {Keyword: "kd"}, {Keyword: "s,"}, {Keyword: "\x01"}, {Keyword: "a\x01"}, {Keyword: "\x01\x01"}, {Keyword: "b"},
+		{Keyword: "σ"}, {Keyword: "ΊΣ"}, {Keyword: " "}, {Keyword: "0"}, {Keyword: "99"},
 	}
 	compare := func(when string) {
 		t.Helper()
@@ -179,9 +185,11 @@ func TestIndexQueriesUseIndexes(t *testing.T) {
 	}
 	// A keyword's matches come from the full-text index, new ones by row id;
 	// a search's count takes out the deleted ones from their own index.
-	cond, args := keywordCondition("printer")
-	if p := plan(`SELECT group_concat(rowid) FROM ticketd_search WHERE rowid > ? AND rowid <= ? AND `+cond, append([]any{1, 2}, args...)...); !regexp.MustCompile(`VIRTUAL TABLE INDEX \d+:M`).MatchString(p) {
-		t.Errorf("a keyword's matches plan as %q, want the full-text index", p)
+	for _, keyword := range []string{"printer", "pr", "p"} {
+		table, cond, args := keywordCondition(keyword)
+		if p := plan(`SELECT group_concat(rowid) FROM `+table+` WHERE rowid > ? AND rowid <= ? AND `+cond, append([]any{1, 2}, args...)...); !regexp.MustCompile(`VIRTUAL TABLE INDEX \d+:M`).MatchString(p) {
+			t.Errorf("the matches of %q plan as %q, want a full-text index", keyword, p)
+		}
 	}
 	if p := plan(`SELECT rid FROM ticketd_listing WHERE deleted = 1`); !strings.Contains(p, "INDEX ticketd_listing_deleted") {
 		t.Errorf("the deleted tickets plan as %q, want their partial index", p)

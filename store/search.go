@@ -131,9 +131,9 @@ func (ix *listIndex) matches(ctx context.Context, tx *sql.Tx, keyword string) (*
 	default:
 		m = &keywordMatches{gen: gen}
 	}
-	cond, args := keywordCondition(keyword)
+	table, cond, args := keywordCondition(keyword)
 	var list string
-	err = tx.QueryRowContext(ctx, `SELECT coalesce(group_concat(rowid), '') FROM ticketd_search WHERE rowid > ? AND rowid <= ? AND `+cond,
+	err = tx.QueryRowContext(ctx, `SELECT coalesce(group_concat(rowid), '') FROM `+table+` WHERE rowid > ? AND rowid <= ? AND `+cond,
 		append([]any{m.upTo, top}, args...)...).Scan(&list)
 	if err != nil {
 		return nil, unreadable(err)
@@ -154,23 +154,27 @@ func (ix *listIndex) matches(ctx context.Context, tx *sql.Tx, keyword string) (*
 	return m, nil
 }
 
-// keywordCondition is the SQL condition on ticketd_search for text holding
-// keyword, case-insensitively, as a literal.
-func keywordCondition(keyword string) (string, []any) {
+// keywordCondition is the table (its rowids are listing rows) and the SQL
+// condition on it for text holding keyword, case-insensitively, as a
+// literal.
+func keywordCondition(keyword string) (table, cond string, args []any) {
 	if utf8.RuneCountInString(keyword) >= 3 {
 		// A trigram phrase: exactly the keyword as a substring, folded for case.
-		return "ticketd_search MATCH ?", []any{`"` + strings.ReplaceAll(keyword, `"`, `""`) + `"`}
+		return "ticketd_search", "ticketd_search MATCH ?", []any{`"` + strings.ReplaceAll(keyword, `"`, `""`) + `"`}
 	}
-	// Too short for a trigram: a scan of the search table for every way of
-	// writing the keyword in other case (Go's case-insensitive match is
-	// exactly the runes' simple case-folding orbits).
+	if phrase, ok := shortGramPhrase(keyword); ok {
+		return "ticketd_short", "ticketd_short MATCH ?", []any{phrase}
+	}
+	// A short keyword holding the pad of ticketd_short: a scan of the
+	// search table for every way of writing the keyword in other case (Go's
+	// case-insensitive match is exactly the runes' simple case-folding
+	// orbits).
 	var alts []string
-	var args []any
 	for _, v := range caseVariants(keyword) {
 		alts = append(alts, "instr(subject, ?) > 0 OR instr(description, ?) > 0")
 		args = append(args, v, v)
 	}
-	return "(" + strings.Join(alts, " OR ") + ")", args
+	return "ticketd_search", "(" + strings.Join(alts, " OR ") + ")", args
 }
 
 // caseVariants spells a short text in every combination of its runes'

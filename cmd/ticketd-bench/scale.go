@@ -121,10 +121,10 @@ type listing struct {
 	tok   string
 	scope store.Scope
 	q     store.ListQuery // the same listing, asked of the store directly
-	// cold: every request spells the keyword in other case (the same
-	// matches), so that none finds the matches the store keeps of recent
-	// keywords: the cost of a keyword searched for the first time.
-	cold bool
+	// vary, when set, is the keyword of the n-th request: one the store
+	// keeps no matches of (it keeps the last 32 keywords'), for the cost of
+	// a keyword searched for the first time.
+	vary func(n int) string
 }
 
 // spelling returns the n-th spelling of word in upper and lower case
@@ -141,11 +141,40 @@ func spelling(word string, n int) string {
 
 // keyword is the keyword of the n-th request of l.
 func (l listing) keyword(n int) string {
-	if l.cold {
-		// Never the all-lower-case spelling: the warm figure keeps that one.
-		return spelling(l.q.Keyword, 1+n%(1<<min(len([]rune(l.q.Keyword)), 16)-1))
+	if l.vary != nil {
+		return l.vary(n)
 	}
 	return l.q.Keyword
+}
+
+// otherCase spells word in other case at every request (the same
+// matches), never all in lower case: the warm figure keeps that one.
+func otherCase(word string) func(int) string {
+	return func(n int) string { return spelling(word, 1+n%(1<<min(len([]rune(word)), 16)-1)) }
+}
+
+// shortKeyword is the n-th keyword of size (1 or 2) characters, in turn:
+// the 36 letters and digits, or the 200-odd letter pairs of the corpus's
+// words. More than the 32 the store keeps, so each search is a first one.
+func shortKeyword(size int) func(int) string {
+	var words []string
+	if size == 1 {
+		for _, r := range "abcdefghijklmnopqrstuvwxyz0123456789" {
+			words = append(words, string(r))
+		}
+	} else {
+		seen := map[string]bool{}
+		for _, w := range slices.Concat(things, problems) {
+			w = strings.ToLower(w)
+			for i := 0; i+2 <= len(w); i++ {
+				if p := w[i : i+2]; !seen[p] && strings.Trim(p, "abcdefghijklmnopqrstuvwxyz") == "" {
+					seen[p] = true
+					words = append(words, p)
+				}
+			}
+		}
+	}
+	return func(n int) string { return words[n%len(words)] }
 }
 
 // listingFigure is what one listing measured at one size.
@@ -229,8 +258,12 @@ func (r *sizeRun) listings() []listing {
 	}
 	for _, k := range searchKeywords[:2] {
 		ls = append(ls, listing{label: fmt.Sprintf("keyword=%s (%s), first search: case varied per request", k.word, k.label),
-			q: store.ListQuery{Keyword: k.word}, cold: true})
+			q: store.ListQuery{Keyword: k.word}, vary: otherCase(k.word)})
 	}
+	ls = append(ls, listing{label: "keyword of 2 letters, first search: a new one per request",
+		q: store.ListQuery{Keyword: "ip"}, vary: shortKeyword(2)})
+	ls = append(ls, listing{label: "keyword of 1 letter or digit, first search: a new one per request",
+		q: store.ListQuery{Keyword: "a"}, vary: shortKeyword(1)})
 	for i := range ls {
 		l := &ls[i]
 		if l.tok == "" {
@@ -254,7 +287,7 @@ func (r *sizeRun) listings() []listing {
 // get asks the API for a listing and keeps the page's ids and total.
 func (r *sizeRun) get(ctx context.Context, l listing) error {
 	query := l.query
-	if l.cold {
+	if l.vary != nil {
 		query = maps.Clone(query)
 		query.Set("keyword", l.keyword(r.requests))
 	}
