@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/ticketd/ticketd/store"
 )
@@ -19,11 +20,21 @@ type envelope struct {
 	Total *int64 `json:"total,omitempty"`
 }
 
+// writeJSON answers with body. It is rendered whole before anything is
+// sent: a rendering error is a 500, not a 200 cut short, and a page of
+// tickets goes out with its length in one write rather than in 4 KB
+// chunks.
 func writeJSON(w http.ResponseWriter, code int, body envelope) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"success":false,"message":"Internal server error"}`)
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(body)
+	_, _ = w.Write(b)
 }
 
 func ok(w http.ResponseWriter, code int, message string, data any) {
