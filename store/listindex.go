@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fastjson"
@@ -38,6 +39,12 @@ type listIndex struct {
 	table string // the embedded server's tickets table, quoted for SQL
 	queue string // its outbox table, quoted (queueindex.go)
 	log   *slog.Logger
+
+	// tickets decodes the stored ticket documents (sjson.go), without
+	// their audit log and outbox; parsers keeps its parsers between
+	// listings, with the memory each grew to.
+	tickets *sjsonDecoder
+	parsers sync.Pool
 
 	keywords    keywordCache // search.go
 	rareMatches int          // a keyword with at most this many matches is sorted, not walked (tests lower it)
@@ -216,6 +223,11 @@ func openListIndex(ctx context.Context, file string, log *slog.Logger) (*listInd
 	}
 	db.SetMaxOpenConns(4)
 	ix := &listIndex{db: db, log: log, rareMatches: rareMatches}
+	ix.parsers.New = func() any { return new(fastjson.Parser) }
+	if ix.tickets, err = newSJSONDecoder[Ticket]("logs", "outbox"); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := ix.prepare(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("listing index in %s: %w", file, err)
@@ -408,18 +420,15 @@ func (ix *listIndex) read(ctx context.Context, tx *sql.Tx, ids []string) ([]Tick
 	}
 	defer rows.Close()
 	docs := make(map[string]Ticket, len(ids))
-	var p fastjson.Parser
+	p := ix.parsers.Get().(*fastjson.Parser)
+	defer ix.parsers.Put(p)
+	var doc sql.RawBytes // converted before the next row
 	for rows.Next() {
-		var doc []byte
 		if err := rows.Scan(&doc); err != nil {
 			return nil, unreadable(err)
 		}
-		raw, err := sjsonToBSON(&p, doc, "logs", "outbox")
-		if err != nil {
-			return nil, err
-		}
 		var t Ticket
-		if err := bson.Unmarshal(raw, &t); err != nil {
+		if err := ix.tickets.decodeInto(p, doc, &t); err != nil {
 			return nil, fmt.Errorf("stored ticket: %w", err)
 		}
 		docs[t.ID.Hex()] = t
