@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -179,10 +180,10 @@ func shortKeyword(size int) func(int) string {
 
 // listingFigure is what one listing measured at one size.
 type listingFigure struct {
-	http, store, raw stats
-	reqs, rows       int
-	total            int64
-	err              string // why the figure could not be taken
+	http, decode, store, raw stats
+	reqs, rows               int
+	total                    int64
+	err                      string // why the figure could not be taken
 }
 
 // sizeRun is one seeded store opened in this process, with the API over
@@ -196,7 +197,8 @@ type sizeRun struct {
 	opened     time.Duration
 	load       string
 	cleanups   []func()
-	lastIDs    []string // the ids of the page the last request returned
+	lastBody   bytes.Buffer // the last request's answer
+	lastIDs    []string     // the ids of the page in it (page)
 	lastTotal  int64
 	requests   int // made so far, to vary cold keywords
 	httpClient *http.Client
@@ -284,7 +286,8 @@ func (r *sizeRun) listings() []listing {
 	return ls
 }
 
-// get asks the API for a listing and keeps the page's ids and total.
+// get asks the API for a listing and keeps its answer, read to the last
+// byte (as load tools time a request); page decodes it.
 func (r *sizeRun) get(ctx context.Context, l listing) error {
 	query := l.query
 	if l.vary != nil {
@@ -299,14 +302,23 @@ func (r *sizeRun) get(ctx context.Context, l listing) error {
 		return err
 	}
 	defer res.Body.Close()
+	r.lastBody.Reset()
+	if _, err := r.lastBody.ReadFrom(res.Body); err != nil || res.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d (%v): %.200s", res.StatusCode, err, r.lastBody.Bytes())
+	}
+	return nil
+}
+
+// page decodes the last answer into the page's ids and total.
+func (r *sizeRun) page() error {
 	var page struct {
 		Data []struct {
 			ID string `json:"_id"`
 		} `json:"data"`
 		Total int64 `json:"total"`
 	}
-	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || res.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d (%v)", res.StatusCode, err)
+	if err := json.Unmarshal(r.lastBody.Bytes(), &page); err != nil {
+		return fmt.Errorf("answer: %w", err)
 	}
 	r.lastIDs = r.lastIDs[:0]
 	for _, t := range page.Data {
@@ -348,6 +360,9 @@ func (b *bench) scaleListings(ctx context.Context) error {
 		if err := r.get(ctx, r.listings()[0]); err != nil {
 			return err
 		}
+		if err := r.page(); err != nil {
+			return err
+		}
 		if r.lastTotal != int64(r.s.n) {
 			return fmt.Errorf("%d tickets seeded, but the first page says %d in all", r.s.n, r.lastTotal)
 		}
@@ -363,22 +378,22 @@ func (b *bench) scaleListings(ctx context.Context) error {
 	}
 
 	b.printf("## Listings through HTTP against store size (embedded store, in-process API over loopback)\n\n")
-	b.printf("Every figure alternates between the sizes request by request. HTTP: GET by a client that decodes the JSON; store: store.ListTickets; raw: the page's rows read from the SQLite file by _id (one SELECT ... IN, same ids).\n\n")
+	b.printf("Every figure alternates between the sizes request by request. HTTP: GET, timed to the last byte of the answer; client decode: the client's decoding of the last answer, timed on its own; store: store.ListTickets; raw: the page's rows read from the SQLite file by _id (one SELECT ... IN, same ids).\n\n")
 	for i, r := range runs {
 		b.printf("### %d tickets (opened in %s; load %s)\n\n", r.s.n, r.opened.Round(time.Millisecond), r.load)
-		b.printf("| figure | matches | HTTP p50 | HTTP p99 | requests | store p50 | raw read p50 (rows) | HTTP / raw |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.printf("| figure | matches | HTTP p50 | HTTP p99 | requests | client decode p50 | store p50 | raw read p50 (rows) | HTTP / raw |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for k, l := range lists[i] {
 			f := figs[i][k]
 			if f.err != "" {
-				b.printf("| %s | | %s | | | | | |\n", l.label, f.err)
+				b.printf("| %s | | %s | | | | | | |\n", l.label, f.err)
 				continue
 			}
 			ratio := "-"
 			if f.rows > 0 {
 				ratio = fmt.Sprintf("%.1fx", float64(f.http.p50)/float64(f.raw.p50))
 			}
-			b.printf("| %s | %d | %s | %s | %d | %s | %s (%d) | %s |\n", l.label, f.total, ms(f.http.p50), ms(f.http.p99), f.reqs,
-				ms(f.store.p50), ms(f.raw.p50), f.rows, ratio)
+			b.printf("| %s | %d | %s | %s | %d | %s | %s | %s (%d) | %s |\n", l.label, f.total, ms(f.http.p50), ms(f.http.p99), f.reqs,
+				ms(f.decode.p50), ms(f.store.p50), ms(f.raw.p50), f.rows, ratio)
 		}
 		b.printf("\n")
 	}
@@ -429,7 +444,20 @@ func (b *bench) measureListing(ctx context.Context, runs []*sizeRun, lists [][]l
 			f.err, skip[i] = fmt.Sprintf("HTTP failed after %d requests: %v", len(d[i]), errs[i]), true
 			continue
 		}
-		f.http, f.reqs, f.rows, f.total = summarize(d[i]), len(d[i]), len(r.lastIDs), r.lastTotal
+		// The client's decoding of the page, timed on its own.
+		var decode []time.Duration
+		for range 20 {
+			t0 := time.Now()
+			if err := r.page(); err != nil {
+				f.err, skip[i] = err.Error(), true
+				break
+			}
+			decode = append(decode, time.Since(t0))
+		}
+		if skip[i] {
+			continue
+		}
+		f.http, f.decode, f.reqs, f.rows, f.total = summarize(d[i]), summarize(decode), len(d[i]), len(r.lastIDs), r.lastTotal
 		ids[i] = slices.Clone(r.lastIDs)
 	}
 	d, errs = b.alternate(len(runs), func(i int) error {
