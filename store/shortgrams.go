@@ -33,7 +33,8 @@ const shortGramPad = "\x01"
 // it is cut into grams: SQLite's substr walks a text from its start, so
 // taking each position of a long text directly costs its length squared.
 // With these, a description of 20,000 characters costs 30 ms, one of
-// 1,000,000 (the most tickets.maxDescription allows) under a second.
+// 1,000,000 (the most tickets.maxDescription allows) 0.9 s, indexing it
+// 1.3 s (once per create or edit, inside its write).
 var shortGramChunks = []int{32768, 1024, 32}
 
 // shortGramPositions is the number of rows of ticketd_positions (0 to
