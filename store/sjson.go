@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -33,6 +34,12 @@ import (
 // faster than encoding/json) parses the rest. Fields of the document the
 // type does not have are ignored, and fields named in skip (the
 // ever-growing audit log) are not decoded, as if absent.
+
+// errStoredFormat marks a stored document the decoder does not take (one
+// ticketd did not write: an import of other types, a null in an array, a
+// timestamp where a date belongs). The listing then asks the database
+// server, whose decoder follows the stored types.
+var errStoredFormat = errors.New("a stored document in a form the listing does not decode")
 
 // sjsonDecoder decodes stored documents into values of one Go type.
 type sjsonDecoder struct {
@@ -66,11 +73,11 @@ func (d *sjsonDecoder) decodeInto(p *fastjson.Parser, doc []byte, dst any) error
 		return fmt.Errorf("decode stored document into %T, want *%s", dst, d.typ)
 	}
 	v, err := p.ParseBytes(withoutSchema(doc))
-	if err != nil {
-		return fmt.Errorf("stored document: %w", err)
+	if err == nil {
+		err = d.decode(v, rv.Elem())
 	}
-	if err := d.decode(v, rv.Elem()); err != nil {
-		return fmt.Errorf("stored document: %w", err)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errStoredFormat, err)
 	}
 	return nil
 }
@@ -241,13 +248,18 @@ func decodeObjectID(v *fastjson.Value, dst reflect.Value) error {
 }
 
 // decodeTime takes a date, stored as milliseconds since the epoch; the BSON
-// decoder gives it in UTC.
+// decoder gives it in UTC. A number past the year 9999 is not a date
+// ticketd wrote (a BSON timestamp is stored as a number too).
 func decodeTime(v *fastjson.Value, dst reflect.Value) error {
 	ms, err := v.Int64()
 	if err != nil {
 		return fmt.Errorf("date %s: %w", v, err)
 	}
-	dst.Set(reflect.ValueOf(time.UnixMilli(ms).UTC()))
+	t := time.UnixMilli(ms).UTC()
+	if t.Year() < 1 || t.Year() > 9999 {
+		return fmt.Errorf("date %d: not a date of years 1 to 9999", ms)
+	}
+	dst.Set(reflect.ValueOf(t))
 	return nil
 }
 

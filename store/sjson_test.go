@@ -98,6 +98,39 @@ func TestListingsDecodeTicketsLikeTheDriver(t *testing.T) {
 	}
 }
 
+// A ticket stored in a form ticketd does not write (imported with other
+// types) is still listed as the driver decodes it: the listing falls back to
+// the database server rather than fail or guess.
+func TestListingsOfTicketsStoredInOtherForms(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, OpenOptions{DataDir: t.TempDir(), Database: "forms", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	base := func(subject string) bson.D {
+		return bson.D{{Key: "_id", Value: bson.NewObjectID()}, {Key: "subject", Value: subject}, {Key: "status", Value: "open"},
+			{Key: "teamId", Value: "t"}, {Key: "isDelete", Value: false}, {Key: "createdAt", Value: time.Now()}}
+	}
+	for _, doc := range []bson.D{
+		append(base("timestamp"), bson.E{Key: "updatedAt", Value: bson.Timestamp{T: 1_700_000_000, I: 1}}),
+		append(base("null in an array"), bson.E{Key: "updatedAt", Value: time.Now()}, bson.E{Key: "messageIds", Value: bson.A{nil, "<x@y>"}}),
+	} {
+		if _, err := s.tickets.InsertOne(ctx, doc); err != nil {
+			t.Fatal(err)
+		}
+		id := doc[0].Value.(bson.ObjectID)
+		var want Ticket
+		if err := s.tickets.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&want); err != nil {
+			t.Fatal(err)
+		}
+		listed, _, err := s.ListTickets(ctx, AllTickets, ListQuery{Keyword: want.Subject})
+		if err != nil || len(listed) != 1 || !reflect.DeepEqual(listed[0], want) {
+			t.Errorf("%q: listed %+v (%v), want %+v", want.Subject, listed, err, want)
+		}
+	}
+}
+
 // A stored document's schema is stepped over whatever its strings hold,
 // and a document the server wrote another way is read whole.
 func TestDocumentsWithoutTheirSchema(t *testing.T) {

@@ -437,7 +437,12 @@ func (s *Store) ListTickets(ctx context.Context, scope Scope, q ListQuery) ([]Ti
 		return nil, 0, fmt.Errorf("list tickets: %w: keyword is not valid text", ErrInvalid)
 	}
 	if s.index != nil {
-		return s.index.list(ctx, q)
+		ts, total, err := s.index.list(ctx, q)
+		if !errors.Is(err, errStoredFormat) {
+			return ts, total, err
+		}
+		s.log.Warn("a ticket on this page is stored in a form the listing index does not decode; listed by the database server instead (slower)",
+			"err", err)
 	}
 	opts := options.Find().
 		SetSort(bson.D{{Key: "updatedAt", Value: -1}, {Key: "_id", Value: -1}}).
