@@ -75,6 +75,10 @@ func (l Limits) CheckDescription(s string) error {
 	switch {
 	case !utf8.ValidString(s):
 		return textError("description is not valid UTF-8")
+	case strings.ContainsRune(s, 0):
+		// No text holds one, and SQLite's text functions stop at it: the
+		// embedded store's search would not see what follows.
+		return textError("description holds a NUL character")
 	case utf8.RuneCountInString(s) > l.MaxDescription:
 		return textError("description is longer than %d characters", l.MaxDescription)
 	}
@@ -117,7 +121,7 @@ func FitName(s string) string {
 // whole text went.
 func (l Limits) FitDescription(s, note string) (fitted string, cut bool) {
 	l = l.withDefaults()
-	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 	if utf8.RuneCountInString(s) <= l.MaxDescription {
 		return s, false
 	}

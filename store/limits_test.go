@@ -67,6 +67,9 @@ func TestLimitsCheck(t *testing.T) {
 	if err := l.CheckDescription(strings.Repeat("é", 21)); !errors.Is(err, store.ErrInvalid) || err.Error() != "description is longer than 20 characters" {
 		t.Errorf("21 characters: %v", err)
 	}
+	if err := l.CheckDescription("before\x00after"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("a NUL in a description: %v", err)
+	}
 }
 
 func TestLimitsFit(t *testing.T) {
@@ -85,6 +88,9 @@ func TestLimitsFit(t *testing.T) {
 	note := " [cut]"
 	if got, cut := l.FitDescription("fits", note); got != "fits" || cut {
 		t.Errorf("short description changed: %q %v", got, cut)
+	}
+	if got, _ := l.FitDescription("a\x00b\xffc", note); got != "a\uFFFDb\uFFFDc" {
+		t.Errorf("FitDescription kept a NUL or invalid UTF-8: %q", got)
 	}
 	long := strings.Repeat("日本語", 100)
 	got, cut := l.FitDescription(long, note)
