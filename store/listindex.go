@@ -46,6 +46,7 @@ type listIndex struct {
 	tickets *sjsonDecoder
 	parsers sync.Pool
 
+	folds       *foldCheck   // foldcheck.go
 	keywords    keywordCache // search.go
 	rareMatches int          // a keyword with at most this many matches is sorted, not walked (tests lower it)
 }
@@ -228,14 +229,18 @@ func openListIndex(ctx context.Context, file string, log *slog.Logger) (*listInd
 		db.Close()
 		return nil, err
 	}
-	if err := ix.prepare(ctx); err != nil {
+	if ix.folds, err = newFoldCheck(ctx); err != nil {
 		db.Close()
+		return nil, err
+	}
+	if err := ix.prepare(ctx); err != nil {
+		ix.close()
 		return nil, fmt.Errorf("listing index in %s: %w", file, err)
 	}
 	return ix, nil
 }
 
-func (ix *listIndex) close() error { return ix.db.Close() }
+func (ix *listIndex) close() error { return errors.Join(ix.db.Close(), ix.folds.close()) }
 
 func (ix *listIndex) prepare(ctx context.Context) error {
 	var table string

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -131,15 +130,33 @@ func (ix *listIndex) matches(ctx context.Context, tx *sql.Tx, keyword string) (*
 	default:
 		m = &keywordMatches{gen: gen}
 	}
-	table, cond, args := keywordCondition(keyword)
+	if len(m.rows) <= int(top>>6) {
+		m.rows = append(m.rows, make(ridSet, int(top>>6)+1-len(m.rows))...)
+	}
+	table, cond, args, indexed := keywordCondition(keyword)
+	if indexed {
+		if indexed, err = ix.folds.agrees(ctx, keyword); err != nil {
+			return nil, err
+		}
+	}
+	if !indexed {
+		rids, err := scanMatches(ctx, tx, keyword, m.upTo, top)
+		if err != nil {
+			return nil, err
+		}
+		for _, rid := range rids {
+			m.rows.add(rid)
+		}
+		m.n += len(rids)
+		m.upTo = top
+		ix.keywords.put(keyword, m)
+		return m, nil
+	}
 	var list string
 	err = tx.QueryRowContext(ctx, `SELECT coalesce(group_concat(rowid), '') FROM `+table+` WHERE rowid > ? AND rowid <= ? AND `+cond,
 		append([]any{m.upTo, top}, args...)...).Scan(&list)
 	if err != nil {
 		return nil, unreadable(err)
-	}
-	if len(m.rows) <= int(top>>6) {
-		m.rows = append(m.rows, make(ridSet, int(top>>6)+1-len(m.rows))...)
 	}
 	// A common keyword's list is 100,000 numbers: read without a string
 	// or a call for each.
@@ -164,47 +181,19 @@ func (ix *listIndex) matches(ctx context.Context, tx *sql.Tx, keyword string) (*
 	return m, nil
 }
 
-// keywordCondition is the table (its rowids are listing rows) and the SQL
-// condition on it for text holding keyword, case-insensitively, as a
-// literal.
-func keywordCondition(keyword string) (table, cond string, args []any) {
+// keywordCondition is the full-text table (its rowids are listing rows)
+// and the SQL condition on it for text holding keyword, case-insensitively,
+// as a literal; false for a keyword no index can find (one or two
+// characters holding ticketd_short's pad), which is found by a scan.
+func keywordCondition(keyword string) (table, cond string, args []any, indexed bool) {
 	if utf8.RuneCountInString(keyword) >= 3 {
 		// A trigram phrase: exactly the keyword as a substring, folded for case.
-		return "ticketd_search", "ticketd_search MATCH ?", []any{`"` + strings.ReplaceAll(keyword, `"`, `""`) + `"`}
+		return "ticketd_search", "ticketd_search MATCH ?", []any{`"` + strings.ReplaceAll(keyword, `"`, `""`) + `"`}, true
 	}
 	if phrase, ok := shortGramPhrase(keyword); ok {
-		return "ticketd_short", "ticketd_short MATCH ?", []any{phrase}
+		return "ticketd_short", "ticketd_short MATCH ?", []any{phrase}, true
 	}
-	// A short keyword holding the pad of ticketd_short: a scan of the
-	// search table for every way of writing the keyword in other case (Go's
-	// case-insensitive match is exactly the runes' simple case-folding
-	// orbits).
-	var alts []string
-	for _, v := range caseVariants(keyword) {
-		alts = append(alts, "instr(subject, ?) > 0 OR instr(description, ?) > 0")
-		args = append(args, v, v)
-	}
-	return "ticketd_search", "(" + strings.Join(alts, " OR ") + ")", args
-}
-
-// caseVariants spells a short text in every combination of its runes'
-// case-folding orbits ("é" -> "é", "É").
-func caseVariants(text string) []string {
-	out := []string{""}
-	for _, r := range text {
-		orbit := []rune{r}
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			orbit = append(orbit, f)
-		}
-		next := make([]string, 0, len(out)*len(orbit))
-		for _, prefix := range out {
-			for _, f := range orbit {
-				next = append(next, prefix+string(f))
-			}
-		}
-		out = next
-	}
-	return out
+	return "", "", nil, false
 }
 
 // search returns the ids of one page of the tickets matching q (a keyword
