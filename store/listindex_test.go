@@ -123,7 +123,7 @@ func TestIndexListsLikeTheDatabase(t *testing.T) {
 	if _, _, err := withIndex.EditOpening(ctx, ids[1], AllTickets, "Login trouble", "no longer about it", admin); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := withIndex.EditOpening(ctx, ids[4], AllTickets, "printer in the hall", "jam", admin); err != nil {
+	if _, _, err := withIndex.EditOpening(ctx, ids[4], AllTickets, "printer in the hall", "jam \x01\x01 a\x01b", admin); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := withIndex.DeleteTicket(ctx, ids[3], AllTickets, admin); err != nil {
