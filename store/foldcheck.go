@@ -110,9 +110,11 @@ func (f *foldCheck) probe(ctx context.Context, r rune, match, noMatch []rune) (b
 // matches them, exactly where their keys do.
 func foldKey(s string) string {
 	return strings.Map(func(r rune) rune {
-		// ASCII but k and s, whose orbits hold the Kelvin and long s signs.
-		if r < 0x80 && r|0x20 != 'k' && r|0x20 != 's' {
-			if 'A' <= r && r <= 'Z' {
+		if r < 0x80 {
+			switch {
+			case r|0x20 == 'k' || r|0x20 == 's':
+				return r &^ 0x20 // the least of an orbit with the Kelvin or long s sign
+			case 'A' <= r && r <= 'Z':
 				return r + 'a' - 'A'
 			}
 			return r
@@ -129,7 +131,9 @@ func foldKey(s string) string {
 // the row ids of those holding keyword: the search of a keyword the indexes
 // cannot be trusted with.
 func scanMatches(ctx context.Context, tx *sql.Tx, keyword string, from, to int64) ([]int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT rowid, subject, description FROM ticketd_search WHERE rowid > ? AND rowid <= ?`, from, to)
+	// The index's own table of its texts (FTS5's %_content, columns c0 and
+	// c1): a scan of the virtual table looks each row up there again.
+	rows, err := tx.QueryContext(ctx, `SELECT id, c0, c1 FROM ticketd_search_content WHERE id > ? AND id <= ?`, from, to)
 	if err != nil {
 		return nil, unreadable(err)
 	}
