@@ -103,9 +103,12 @@ func listIndexSchema(t string) []string {
 			updated = excluded.updated, deleted = excluded.deleted, outbox = excluded.outbox, created = excluded.created,
 			creator_type = excluded.creator_type, responded = excluded.responded, breached = excluded.breached;`
 	}
-	// The search row of a ticket shares its listing row's rid.
+	// The search rows of a ticket share its listing row's rid.
+	ridOf := func(row string) string {
+		return `(SELECT rid FROM ticketd_listing WHERE id = ` + field(row, "_id") + `)`
+	}
 	reindex := func(row, when string) string {
-		rid := `(SELECT rid FROM ticketd_listing WHERE id = ` + field(row, "_id") + `)`
+		rid := ridOf(row)
 		return `DELETE FROM ticketd_search WHERE rowid = ` + rid + ` AND ` + when + `;
 			DELETE FROM ticketd_short WHERE rowid = ` + rid + ` AND ` + when + `;
 			INSERT INTO ticketd_search(rowid, subject, description)
@@ -190,8 +193,8 @@ func listIndexSchema(t string) []string {
 			` + bumpTextGen + `
 		END`,
 		`CREATE TRIGGER ticketd_tickets_delete AFTER DELETE ON ` + t + ` BEGIN
-			DELETE FROM ticketd_search WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field("old", "_id") + `);
-			DELETE FROM ticketd_short WHERE rowid = (SELECT rid FROM ticketd_listing WHERE id = ` + field("old", "_id") + `);
+			DELETE FROM ticketd_search WHERE rowid = ` + ridOf("old") + `;
+			DELETE FROM ticketd_short WHERE rowid = ` + ridOf("old") + `;
 			DELETE FROM ticketd_listing WHERE id = ` + field("old", "_id") + `;
 			` + bumpTextGen + `
 		END`,

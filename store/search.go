@@ -133,30 +133,38 @@ func (ix *listIndex) matches(ctx context.Context, tx *sql.Tx, keyword string) (*
 	if len(m.rows) <= int(top>>6) {
 		m.rows = append(m.rows, make(ridSet, int(top>>6)+1-len(m.rows))...)
 	}
+	if err := ix.addMatches(ctx, tx, keyword, m, top); err != nil {
+		return nil, err
+	}
+	m.upTo = top
+	ix.keywords.put(keyword, m)
+	return m, nil
+}
+
+// addMatches adds to m the rows after m.upTo up to top whose text holds
+// keyword: from a full-text index, or by reading the texts when no index
+// can be trusted with the keyword.
+func (ix *listIndex) addMatches(ctx context.Context, tx *sql.Tx, keyword string, m *keywordMatches, top int64) error {
 	table, cond, args, indexed := keywordCondition(keyword)
 	if indexed {
+		var err error
 		if indexed, err = ix.folds.agrees(ctx, keyword); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if !indexed {
 		rids, err := scanMatches(ctx, tx, keyword, m.upTo, top)
-		if err != nil {
-			return nil, err
-		}
 		for _, rid := range rids {
 			m.rows.add(rid)
 		}
 		m.n += len(rids)
-		m.upTo = top
-		ix.keywords.put(keyword, m)
-		return m, nil
+		return err
 	}
 	var list string
-	err = tx.QueryRowContext(ctx, `SELECT coalesce(group_concat(rowid), '') FROM `+table+` WHERE rowid > ? AND rowid <= ? AND `+cond,
+	err := tx.QueryRowContext(ctx, `SELECT coalesce(group_concat(rowid), '') FROM `+table+` WHERE rowid > ? AND rowid <= ? AND `+cond,
 		append([]any{m.upTo, top}, args...)...).Scan(&list)
 	if err != nil {
-		return nil, unreadable(err)
+		return unreadable(err)
 	}
 	// A common keyword's list is 100,000 numbers: read without a string
 	// or a call for each.
@@ -169,16 +177,14 @@ func (ix *listIndex) matches(ctx context.Context, tx *sql.Tx, keyword string) (*
 			m.rows.add(rid)
 			m.n, rid = m.n+1, 0
 		default:
-			return nil, fmt.Errorf("search index row ids: %q at %d", c, i)
+			return fmt.Errorf("search index row ids: %q at %d", c, i)
 		}
 	}
 	if list != "" {
 		m.rows.add(rid)
 		m.n++
 	}
-	m.upTo = top
-	ix.keywords.put(keyword, m)
-	return m, nil
+	return nil
 }
 
 // keywordCondition is the full-text table (its rowids are listing rows)

@@ -263,24 +263,6 @@ func decodeTime(v *fastjson.Value, dst reflect.Value) error {
 	return nil
 }
 
-func decodeString(v *fastjson.Value, dst reflect.Value) error {
-	s, err := v.StringBytes()
-	if err != nil {
-		return err
-	}
-	dst.SetString(string(s))
-	return nil
-}
-
-func decodeBool(v *fastjson.Value, dst reflect.Value) error {
-	b, err := v.Bool()
-	if err != nil {
-		return err
-	}
-	dst.SetBool(b)
-	return nil
-}
-
 func decodeInt(v *fastjson.Value, dst reflect.Value) error {
 	n, err := v.Int64()
 	if err != nil {
@@ -293,11 +275,23 @@ func decodeInt(v *fastjson.Value, dst reflect.Value) error {
 	return nil
 }
 
-func decodeFloat(v *fastjson.Value, dst reflect.Value) error {
-	f, err := v.Float64()
-	if err != nil {
-		return err
+// scalar is the decoder of a value read by get and set by set.
+func scalar[T any](get func(*fastjson.Value) (T, error), set func(reflect.Value, T)) decodeFunc {
+	return func(v *fastjson.Value, dst reflect.Value) error {
+		x, err := get(v)
+		if err != nil {
+			return err
+		}
+		set(dst, x)
+		return nil
 	}
-	dst.SetFloat(f)
-	return nil
 }
+
+var (
+	decodeString = scalar(func(v *fastjson.Value) (string, error) {
+		b, err := v.StringBytes()
+		return string(b), err
+	}, reflect.Value.SetString)
+	decodeBool  = scalar((*fastjson.Value).Bool, reflect.Value.SetBool)
+	decodeFloat = scalar((*fastjson.Value).Float64, reflect.Value.SetFloat)
+)
